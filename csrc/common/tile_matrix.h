@@ -1,0 +1,56 @@
+// Activations inside the engine: F features x T tokens, feature-major, in tiles of kTileTokens tokens.
+//
+// Tile i is a contiguous [rows][kTileTokens] block (rows = F rounded up to 4, the padding rows zero, so 4-block
+// kernels may read a whole last block). Token t is lane t % kTileTokens of tile t / kTileTokens. Lanes past T in
+// the last tile hold stale but finite values; kernels compute on them and nothing reads them back.
+#pragma once
+
+#include <cstdint>
+
+#include "common/aligned_buffer.h"
+
+namespace sparsebert {
+
+constexpr int32_t kTileTokens = 64;
+
+class TileMatrix {
+ public:
+  TileMatrix() = default;
+  TileMatrix(int32_t features, int32_t tokens) { resize(features, tokens); }
+
+  // Keeps the allocation when it is large enough, so repeated calls with one shape allocate nothing.
+  void resize(int32_t features, int32_t tokens) {
+    const int32_t rows = (features + 3) / 4 * 4;
+    const int32_t tiles = (tokens + kTileTokens - 1) / kTileTokens;
+    const std::size_t need = static_cast<std::size_t>(rows) * kTileTokens * tiles;
+    if (rows != rows_) data_.reset(need);  // a different row count would move the zero padding rows
+    else data_.ensure(need);
+    features_ = features;
+    rows_ = rows;
+    tokens_ = tokens;
+  }
+
+  int32_t features() const { return features_; }
+  int32_t rows() const { return rows_; }
+  int32_t tokens() const { return tokens_; }
+  int32_t num_tiles() const { return (tokens_ + kTileTokens - 1) / kTileTokens; }
+  int32_t tokens_in_tile(int32_t i) const {
+    const int32_t rest = tokens_ - i * kTileTokens;
+    return rest < kTileTokens ? rest : kTileTokens;
+  }
+  int64_t tile_stride() const { return static_cast<int64_t>(rows_) * kTileTokens; }
+  float* tile(int32_t i) { return data_.data() + i * tile_stride(); }
+  const float* tile(int32_t i) const { return data_.data() + i * tile_stride(); }
+  float& at(int32_t feature, int32_t token) {
+    return tile(token / kTileTokens)[static_cast<int64_t>(feature) * kTileTokens + token % kTileTokens];
+  }
+  float at(int32_t feature, int32_t token) const {
+    return tile(token / kTileTokens)[static_cast<int64_t>(feature) * kTileTokens + token % kTileTokens];
+  }
+
+ private:
+  AlignedBuffer<float> data_;
+  int32_t features_ = 0, rows_ = 0, tokens_ = 0;
+};
+
+}  // namespace sparsebert

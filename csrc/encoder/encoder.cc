@@ -1,0 +1,137 @@
+#include "encoder/encoder.h"
+
+#include <stdexcept>
+#include <utility>
+
+#include "kernels/dispatch.h"
+
+namespace sparsebert {
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+// Token-major copy [tokens][features] of a tile matrix.
+void copy_out(const TileMatrix& m, float* out) {
+  const int32_t f_count = m.features();
+  for (int32_t tile = 0; tile < m.num_tiles(); ++tile) {
+    const float* src = m.tile(tile);
+    const int32_t n = m.tokens_in_tile(tile);
+    for (int32_t lane = 0; lane < n; ++lane) {
+      float* dst = out + static_cast<int64_t>(tile * kTileTokens + lane) * f_count;
+      for (int32_t f = 0; f < f_count; ++f) dst[f] = src[static_cast<int64_t>(f) * kTileTokens + lane];
+    }
+  }
+}
+
+}  // namespace
+
+void EncoderConfig::validate() const {
+  require(hidden > 0 && layers > 0 && heads > 0 && intermediate > 0 && vocab > 0 && max_positions > 0 &&
+              type_vocab > 0,
+          "encoder config: sizes must be positive");
+  require(hidden % heads == 0, "encoder config: hidden_size " + std::to_string(hidden) +
+                                   " is not a multiple of num_attention_heads " + std::to_string(heads));
+  require(layer_norm_eps > 0.0f, "encoder config: layer_norm_eps must be positive");
+  require(head != Head::kSequenceClassification || (has_pooler && num_labels > 0),
+          "encoder config: sequence classification needs a pooler and num_labels > 0");
+}
+
+Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
+                 std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
+                 int num_threads, const std::string& isa)
+    : config_(config),
+      embeddings_(std::move(embeddings)),
+      layers_(std::move(layers)),
+      pooler_(std::move(pooler)),
+      head_linear_(std::move(head_linear)),
+      isa_(isa),
+      kernels_(kernels_for(isa)),
+      pool_(num_threads) {}
+
+void Encoder::check_inputs(const int32_t* ids, const int32_t* mask, const int32_t* types, int32_t batch,
+                           int32_t seq) const {
+  require(batch > 0 && seq > 0, "inputs must have batch >= 1 and seq >= 1, got [" + std::to_string(batch) + ", " +
+                                    std::to_string(seq) + "]");
+  require(seq <= config_.max_positions, "sequence length " + std::to_string(seq) +
+                                            " exceeds max_position_embeddings " +
+                                            std::to_string(config_.max_positions));
+  const int64_t n = static_cast<int64_t>(batch) * seq;
+  require(n <= INT32_MAX / 4, "too many tokens in one call");
+  for (int64_t t = 0; t < n; ++t) {
+    require(ids[t] >= 0 && ids[t] < config_.vocab,
+            "input_ids value " + std::to_string(ids[t]) + " is outside [0, " + std::to_string(config_.vocab) + ")");
+    require(types[t] >= 0 && types[t] < config_.type_vocab,
+            "token_type_ids value " + std::to_string(types[t]) + " is outside [0, " +
+                std::to_string(config_.type_vocab) + ")");
+    require(mask[t] == 0 || mask[t] == 1, "attention_mask values must be 0 or 1, got " + std::to_string(mask[t]));
+  }
+}
+
+void Encoder::layer_norm(const LayerNormWeights& w, TileMatrix& x) {
+  pool_.parallel_for(x.num_tiles(), [&](int tile, int) {
+    kernels_.layer_norm(x.features(), x.tokens_in_tile(tile), x.tile(tile), kTileTokens, x.tile(tile), kTileTokens,
+                        w.gamma.data(), w.beta.data(), config_.layer_norm_eps);
+  });
+}
+
+std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32_t* attention_mask,
+                                           const int32_t* token_type_ids, int32_t batch, int32_t seq) {
+  check_inputs(input_ids, attention_mask, token_type_ids, batch, seq);
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  const int32_t tokens = batch * seq;
+  const int32_t hidden = config_.hidden;
+  keep_.assign(attention_mask, attention_mask + tokens);
+
+  embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, batch, seq, hidden_);
+  const AttentionShape shape{batch, seq, config_.heads, hidden / config_.heads};
+  for (const EncoderLayer& layer : layers_) {
+    layer.qkv->forward(kernels_, pool_, hidden_, qkv_);
+    multi_head_attention(kernels_, pool_, shape, qkv_, keep_.data(), attention_scratch_, ctx_);
+    layer.attn_out->forward(kernels_, pool_, ctx_, attn_, Activation::kNone, &hidden_);
+    layer_norm(layer.attn_ln, attn_);
+    layer.ffn_up->forward(kernels_, pool_, attn_, ffn_, config_.hidden_act);
+    layer.ffn_down->forward(kernels_, pool_, ffn_, hidden_, Activation::kNone, &attn_);
+    layer_norm(layer.ffn_ln, hidden_);
+  }
+
+  std::map<std::string, Output> out;
+  Output& last = out["last_hidden_state"];
+  last.shape = {batch, seq, hidden};
+  last.data.resize(static_cast<std::size_t>(tokens) * hidden);
+  copy_out(hidden_, last.data.data());
+
+  if (pooler_) {
+    // The pooler reads each sequence's first token.
+    cls_.resize(hidden, batch);
+    for (int32_t b = 0; b < batch; ++b)
+      for (int32_t f = 0; f < hidden; ++f) cls_.at(f, b) = hidden_.at(f, b * seq);
+    pooler_->forward(kernels_, pool_, cls_, pooled_, Activation::kTanh);
+    Output& po = out["pooler_output"];
+    po.shape = {batch, hidden};
+    po.data.resize(static_cast<std::size_t>(batch) * hidden);
+    copy_out(pooled_, po.data.data());
+  }
+  if (config_.head == Head::kSequenceClassification) {
+    head_linear_->forward(kernels_, pool_, pooled_, head_out_);
+    Output& logits = out["logits"];
+    logits.shape = {batch, config_.num_labels};
+    logits.data.resize(static_cast<std::size_t>(batch) * config_.num_labels);
+    copy_out(head_out_, logits.data.data());
+  } else if (config_.head == Head::kQuestionAnswering) {
+    head_linear_->forward(kernels_, pool_, hidden_, head_out_);
+    Output& start = out["start_logits"];
+    Output& end = out["end_logits"];
+    start.shape = end.shape = {batch, seq};
+    start.data.resize(tokens);
+    end.data.resize(tokens);
+    for (int32_t t = 0; t < tokens; ++t) {
+      start.data[t] = head_out_.at(0, t);
+      end.data[t] = head_out_.at(1, t);
+    }
+  }
+  return out;
+}
+
+}  // namespace sparsebert

@@ -1,0 +1,86 @@
+// The BERT encoder graph: embeddings -> N x (fused QKV -> attention -> output projection + residual + LayerNorm
+// -> FFN up + activation -> FFN down + residual + LayerNorm) -> optional pooler and head.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/aligned_buffer.h"
+#include "common/tile_matrix.h"
+#include "encoder/thread_pool.h"
+#include "kernels/kernels.h"
+#include "ops/attention.h"
+#include "ops/embedding.h"
+#include "ops/packed_linear.h"
+
+namespace sparsebert {
+
+enum class Head { kNone, kSequenceClassification, kQuestionAnswering };
+
+struct EncoderConfig {
+  int32_t hidden = 0, layers = 0, heads = 0, intermediate = 0, vocab = 0, max_positions = 0, type_vocab = 0;
+  float layer_norm_eps = 1e-12f;
+  Activation hidden_act = Activation::kGelu;
+  Head head = Head::kNone;
+  int32_t num_labels = 0;
+  bool has_pooler = false;
+
+  // std::invalid_argument naming the first inconsistency.
+  void validate() const;
+};
+
+struct LayerNormWeights {
+  AlignedBuffer<float> gamma, beta;
+};
+
+struct EncoderLayer {
+  std::shared_ptr<const PackedLinear> qkv, attn_out, ffn_up, ffn_down;
+  LayerNormWeights attn_ln, ffn_ln;
+};
+
+// One output array: shape and row-major float data.
+struct Output {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+class Encoder {
+ public:
+  // Takes ownership of fully validated weights (see the binding, which checks names and shapes).
+  Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
+          std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
+          int num_threads, const std::string& isa);
+
+  // Inputs are batch*seq row-major values. Checks ranges (std::invalid_argument) before computing.
+  std::map<std::string, Output> run(const int32_t* input_ids, const int32_t* attention_mask,
+                                    const int32_t* token_type_ids, int32_t batch, int32_t seq);
+
+  const std::string& isa() const { return isa_; }
+  int num_threads() const { return pool_.size(); }
+  const EncoderConfig& config() const { return config_; }
+
+ private:
+  void check_inputs(const int32_t* ids, const int32_t* mask, const int32_t* types, int32_t batch,
+                    int32_t seq) const;
+  void layer_norm(const LayerNormWeights& w, TileMatrix& x);
+
+  EncoderConfig config_;
+  EmbeddingTables embeddings_;
+  std::vector<EncoderLayer> layers_;
+  std::shared_ptr<const PackedLinear> pooler_, head_linear_;
+  std::string isa_;
+  const KernelTable& kernels_;
+  ThreadPool pool_;
+
+  // Scratch reused across runs (grown, never shrunk); run_mutex_ serialises runs that share it.
+  std::mutex run_mutex_;
+  TileMatrix hidden_, qkv_, ctx_, attn_, ffn_, cls_, pooled_, head_out_;
+  std::vector<AttentionScratch> attention_scratch_;
+  std::vector<uint8_t> keep_;
+};
+
+}  // namespace sparsebert

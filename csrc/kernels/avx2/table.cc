@@ -1,0 +1,11 @@
+// The AVX2 + FMA kernel table. Compiled with AVX2 + FMA flags like the kernels, reached only through dispatch.cc.
+#include "kernels/kernels.h"
+
+namespace sparsebert {
+namespace avx2 {
+#include "kernels/kernel_decls.inl"
+
+KernelTable table() { return KernelTable{"avx2", spmm_csr, spmm_block4, gemm, layer_norm, softmax_cols}; }
+
+}  // namespace avx2
+}  // namespace sparsebert

@@ -1,0 +1,28 @@
+// AVX-512 sparse x dense kernels (unstructured and 4-block), instantiated from kernels/simd/spmm.inl.
+#include <immintrin.h>
+
+#include <type_traits>
+
+#include "kernels/kernels.h"
+
+namespace sparsebert {
+namespace avx512 {
+#include "kernels/kernel_decls.inl"
+namespace {
+#include "kernels/avx512/simd.inl"
+#include "kernels/simd/vmath.inl"
+#include "kernels/simd/spmm.inl"
+}  // namespace
+
+void spmm_csr(const CsrView& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx, float* y,
+              int64_t ldy, int32_t n, const Epilogue& ep) {
+  spmm_impl<Simd>(w, row_begin, row_end, x, ldx, y, ldy, n, ep);
+}
+
+void spmm_block4(const Block4View& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx, float* y,
+                 int64_t ldy, int32_t n, const Epilogue& ep) {
+  spmm_impl<Simd>(w, row_begin, row_end, x, ldx, y, ldy, n, ep);
+}
+
+}  // namespace avx512
+}  // namespace sparsebert

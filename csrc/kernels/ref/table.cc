@@ -1,0 +1,9 @@
+#include "kernels/ref/kernels_ref.h"
+
+namespace sparsebert {
+namespace ref {
+
+KernelTable table() { return KernelTable{"scalar", spmm_csr, spmm_block4, gemm, layer_norm, softmax_cols}; }
+
+}  // namespace ref
+}  // namespace sparsebert

@@ -1,0 +1,58 @@
+// Dense GEMM Y[m][n] = W[m][k] X[k][n], written once over an ISA's `Simd` primitives: a register tile of
+// R rows x NV token vectors; each step loads NV activation vectors once and reuses them for R broadcast weights.
+
+template <class S, int R, int NV>
+inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y, int64_t ldy,
+                      int32_t row0, int32_t c0, const Epilogue& ep) {
+  using V = typename S::V;
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
+  const float* xc = x + c0;
+  for (int32_t kk = 0; kk < k; ++kk) {
+    V xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = S::load(xc + kk * ldx + v * S::kLanes);
+    for (int r = 0; r < R; ++r) {
+      const V wv = S::set1(w[r * ldw + kk]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = S::fmadd(wv, xv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) {
+      const int32_t lane = c0 + v * S::kLanes;
+      store_with_epilogue<S>(acc[r][v], row0 + r, y + (row0 + r) * ldy + lane, lane, ep);
+    }
+}
+
+template <class S, int R, int NV = S::kGemmVecs>
+inline void gemm_tile_nv(int nv, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
+                         int64_t ldy, int32_t row0, int32_t c0, const Epilogue& ep) {
+  if constexpr (NV > 1) {
+    if (nv < NV) return gemm_tile_nv<S, R, NV - 1>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+  }
+  gemm_tile<S, R, NV>(k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+}
+
+template <class S, int R = S::kGemmRows>
+inline void gemm_tile_rv(int rows, int nv, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx,
+                         float* y, int64_t ldy, int32_t row0, int32_t c0, const Epilogue& ep) {
+  if constexpr (R > 1) {
+    if (rows < R) return gemm_tile_rv<S, R - 1>(rows, nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+  }
+  gemm_tile_nv<S, R>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+}
+
+template <class S>
+inline void gemm_impl(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx,
+                 float* y, int64_t ldy, const Epilogue& ep) {
+  constexpr int32_t kChunk = S::kGemmVecs * S::kLanes;
+  // Token chunks outside, rows inside: the chunk's activation panel stays in cache while W streams past.
+  for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int32_t rest = n - c0;
+    const int nv = rest >= kChunk ? S::kGemmVecs : (rest + S::kLanes - 1) / S::kLanes;
+    for (int32_t i = 0; i < m; i += S::kGemmRows) {
+      const int rows = (m - i) < S::kGemmRows ? (m - i) : S::kGemmRows;
+      gemm_tile_rv<S>(rows, nv, k, w + i * ldw, ldw, x, ldx, y, ldy, i, c0, ep);
+    }
+  }
+}

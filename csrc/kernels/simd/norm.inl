@@ -1,0 +1,95 @@
+// LayerNorm and column softmax over token vectors, written once over an ISA's `Simd` primitives. Both reduce
+// down the rows of a column, so NV token vectors are processed together for independent accumulators.
+
+template <class S, int NV>
+inline void layer_norm_chunk(int32_t features, const float* x, int64_t ldx, float* y, int64_t ldy,
+                             const float* gamma, const float* beta, float eps) {
+  using V = typename S::V;
+  V sum[NV], sq[NV], mean[NV], rstd[NV];
+  for (int v = 0; v < NV; ++v) sum[v] = sq[v] = S::zero();
+  for (int32_t f = 0; f < features; ++f)
+    for (int v = 0; v < NV; ++v) sum[v] = S::add(sum[v], S::load(x + f * ldx + v * S::kLanes));
+  const V inv_f = S::set1(1.0f / static_cast<float>(features));
+  for (int v = 0; v < NV; ++v) mean[v] = S::mul(sum[v], inv_f);
+  // Centred second pass, as in the scalar reference: E[x^2] - E[x]^2 would cancel.
+  for (int32_t f = 0; f < features; ++f)
+    for (int v = 0; v < NV; ++v) {
+      const V d = S::sub(S::load(x + f * ldx + v * S::kLanes), mean[v]);
+      sq[v] = S::fmadd(d, d, sq[v]);
+    }
+  for (int v = 0; v < NV; ++v)
+    rstd[v] = S::div(S::set1(1.0f), S::sqrt(S::add(S::mul(sq[v], inv_f), S::set1(eps))));
+  for (int32_t f = 0; f < features; ++f) {
+    const V g = S::set1(gamma[f]), b = S::set1(beta[f]);
+    for (int v = 0; v < NV; ++v) {
+      const V d = S::sub(S::load(x + f * ldx + v * S::kLanes), mean[v]);
+      S::store(y + f * ldy + v * S::kLanes, S::fmadd(S::mul(d, rstd[v]), g, b));
+    }
+  }
+}
+
+template <class S, int NV>
+inline void softmax_chunk(int32_t m, float* s, int64_t lds, float scale, const uint8_t* keep) {
+  using V = typename S::V;
+  const V sc = S::set1(scale);
+  V mx[NV], sum[NV];
+  for (int v = 0; v < NV; ++v) {
+    mx[v] = S::set1(-3.0e38f);
+    sum[v] = S::zero();
+  }
+  for (int32_t j = 0; j < m; ++j) {
+    if (!keep[j]) continue;
+    for (int v = 0; v < NV; ++v) mx[v] = S::max(mx[v], S::mul(S::load(s + j * lds + v * S::kLanes), sc));
+  }
+  for (int32_t j = 0; j < m; ++j) {
+    float* row = s + j * lds;
+    for (int v = 0; v < NV; ++v) {
+      V e = S::zero();
+      if (keep[j]) {
+        e = vexp<S>(S::sub(S::mul(S::load(row + v * S::kLanes), sc), mx[v]));
+        sum[v] = S::add(sum[v], e);
+      }
+      S::store(row + v * S::kLanes, e);
+    }
+  }
+  for (int v = 0; v < NV; ++v) sum[v] = S::div(S::set1(1.0f), sum[v]);
+  for (int32_t j = 0; j < m; ++j) {
+    if (!keep[j]) continue;
+    float* row = s + j * lds;
+    for (int v = 0; v < NV; ++v) S::store(row + v * S::kLanes, S::mul(S::load(row + v * S::kLanes), sum[v]));
+  }
+}
+
+// Runs Chunk<NV> over all columns of a token-vector matrix, NV = S::kNormVecs except for a shorter last chunk.
+template <class S, int NV = S::kNormVecs, class F>
+inline void for_column_chunk(int nv, F&& f) {
+  if constexpr (NV > 1) {
+    if (nv < NV) return for_column_chunk<S, NV - 1>(nv, f);
+  }
+  f(std::integral_constant<int, NV>{});
+}
+
+template <class S>
+inline void layer_norm_impl(int32_t features, int32_t n, const float* x, int64_t ldx, float* y, int64_t ldy,
+                       const float* gamma, const float* beta, float eps) {
+  constexpr int32_t kChunk = S::kNormVecs * S::kLanes;
+  for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int32_t rest = n - c0;
+    const int nv = rest >= kChunk ? S::kNormVecs : (rest + S::kLanes - 1) / S::kLanes;
+    for_column_chunk<S>(nv, [&](auto nv_const) {
+      layer_norm_chunk<S, decltype(nv_const)::value>(features, x + c0, ldx, y + c0, ldy, gamma, beta, eps);
+    });
+  }
+}
+
+template <class S>
+inline void softmax_cols_impl(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep) {
+  constexpr int32_t kChunk = S::kNormVecs * S::kLanes;
+  for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int32_t rest = n - c0;
+    const int nv = rest >= kChunk ? S::kNormVecs : (rest + S::kLanes - 1) / S::kLanes;
+    for_column_chunk<S>(nv, [&](auto nv_const) {
+      softmax_chunk<S, decltype(nv_const)::value>(m, s + c0, lds, scale, keep);
+    });
+  }
+}

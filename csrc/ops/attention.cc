@@ -1,0 +1,94 @@
+#include "ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "encoder/thread_pool.h"
+
+namespace sparsebert {
+
+void AttentionScratch::resize(int32_t seq, int32_t head_dim) {
+  const int32_t new_ld = (seq + 15) / 16 * 16;
+  ld = new_ld;
+  q.ensure(static_cast<std::size_t>(head_dim) * new_ld);
+  kt.ensure(static_cast<std::size_t>(seq) * head_dim);
+  v.ensure(static_cast<std::size_t>(head_dim) * new_ld);
+  p.ensure(static_cast<std::size_t>(seq) * new_ld);
+  ctx.ensure(static_cast<std::size_t>(head_dim) * new_ld);
+}
+
+namespace {
+
+// Copies rows [row0, row0 + count) of tokens [t0, t0 + seq) out of the tiles into dst[count][ld].
+void gather_rows(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0, int32_t seq, float* dst,
+                 int64_t ld) {
+  for (int32_t i = 0; i < seq;) {
+    const int32_t t = t0 + i, lane = t % kTileTokens;
+    const int32_t run = std::min(kTileTokens - lane, seq - i);
+    const float* tile = src.tile(t / kTileTokens);
+    for (int32_t d = 0; d < count; ++d)
+      std::memcpy(dst + d * ld + i, tile + static_cast<int64_t>(row0 + d) * kTileTokens + lane, run * sizeof(float));
+    i += run;
+  }
+}
+
+// K^T[j][d] from rows [row0, row0 + count) of tokens [t0, t0 + seq): keys become GEMM rows.
+void gather_transposed(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0, int32_t seq, float* dst) {
+  for (int32_t j = 0; j < seq; ++j) {
+    const int32_t t = t0 + j, lane = t % kTileTokens;
+    const float* col = src.tile(t / kTileTokens) + static_cast<int64_t>(row0) * kTileTokens + lane;
+    float* out = dst + static_cast<int64_t>(j) * count;
+    for (int32_t d = 0; d < count; ++d) out[d] = col[d * kTileTokens];
+  }
+}
+
+void scatter_rows(const float* src, int64_t ld, int32_t row0, int32_t count, int32_t t0, int32_t seq,
+                  TileMatrix& dst) {
+  for (int32_t i = 0; i < seq;) {
+    const int32_t t = t0 + i, lane = t % kTileTokens;
+    const int32_t run = std::min(kTileTokens - lane, seq - i);
+    float* tile = dst.tile(t / kTileTokens);
+    for (int32_t d = 0; d < count; ++d)
+      std::memcpy(tile + static_cast<int64_t>(row0 + d) * kTileTokens + lane, src + d * ld + i, run * sizeof(float));
+    i += run;
+  }
+}
+
+}  // namespace
+
+void multi_head_attention(const KernelTable& kernels, ThreadPool& pool, const AttentionShape& s,
+                          const TileMatrix& qkv, const uint8_t* keep, std::vector<AttentionScratch>& scratch,
+                          TileMatrix& ctx) {
+  const int32_t hidden = s.heads * s.head_dim;
+  ctx.resize(hidden, s.batch * s.seq);
+  scratch.resize(pool.size());
+  for (auto& sc : scratch) sc.resize(s.seq, s.head_dim);
+  std::vector<uint8_t> all_keys(s.seq, 1);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+
+  pool.parallel_for(s.batch * s.heads, [&](int task, int thread) {
+    const int32_t b = task / s.heads, h = task % s.heads, t0 = b * s.seq;
+    AttentionScratch& sc = scratch[thread];
+    const int64_t ld = sc.ld;
+    gather_rows(qkv, h * s.head_dim, s.head_dim, t0, s.seq, sc.q.data(), ld);
+    gather_transposed(qkv, hidden + h * s.head_dim, s.head_dim, t0, s.seq, sc.kt.data());
+    gather_rows(qkv, 2 * hidden + h * s.head_dim, s.head_dim, t0, s.seq, sc.v.data(), ld);
+
+    // scores^T[j][i] = K_j . Q_i: one row per key, so the softmax runs down columns with queries vectorised.
+    const Epilogue none;
+    kernels.gemm(s.seq, s.seq, s.head_dim, sc.kt.data(), s.head_dim, sc.q.data(), ld, sc.p.data(), ld, none);
+    const uint8_t* seq_keep = keep + t0;
+    bool any = false;
+    for (int32_t j = 0; j < s.seq && !any; ++j) any = seq_keep[j] != 0;
+    // With every key masked, PyTorch's additive mask makes all scores equal: uniform weights. Scale 0 over all
+    // keys reproduces that.
+    if (any) kernels.softmax_cols(s.seq, s.seq, sc.p.data(), ld, scale, seq_keep);
+    else kernels.softmax_cols(s.seq, s.seq, sc.p.data(), ld, 0.0f, all_keys.data());
+    // context[d][i] = sum_j V[d][j] P[j][i]
+    kernels.gemm(s.head_dim, s.seq, s.seq, sc.v.data(), ld, sc.p.data(), ld, sc.ctx.data(), ld, none);
+    scatter_rows(sc.ctx.data(), ld, h * s.head_dim, s.head_dim, t0, s.seq, ctx);
+  });
+}
+
+}  // namespace sparsebert
