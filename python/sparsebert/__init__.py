@@ -1,0 +1,58 @@
+"""sparsebert: a compiled sparse inference runtime for pruned BERT encoders.
+
+    from sparsebert import export, SparseEngine
+    export("my-pruned-bert/", "model.sbert")
+    engine = SparseEngine.load("model.sbert")
+    outputs = engine.run({"input_ids": ids, "attention_mask": mask})
+
+``import sparsebert`` stays cheap: torch, transformers and safetensors are only
+imported by the exporter's loaders and the demo, and the compiled extension only
+when something that computes (SparseEngine, kernels, the ISA queries) is first used,
+so the file format and exporter also work where the extension is not built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .errors import ModelFormatError, SparseBertError, UnsupportedModelError
+
+# Bound eagerly on purpose: importing the subpackage sparsebert.export would otherwise
+# leave the *module* under the name `export`, shadowing the function.
+from .export import export
+
+# name -> (module, attribute or None for the module itself), resolved on first access
+_LAZY = {
+    "SparseEngine": ("sparsebert.engine", "SparseEngine"),
+    "available_isas": ("sparsebert.kernels", "available_isas"),
+    "default_isa": ("sparsebert.kernels", "default_isa"),
+    "kernels": ("sparsebert.kernels", None),
+}
+
+__all__ = [
+    "ModelFormatError",
+    "SparseBertError",
+    "SparseEngine",
+    "UnsupportedModelError",
+    "__version__",
+    "available_isas",
+    "default_isa",
+    "export",
+    "kernels",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sparsebert' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

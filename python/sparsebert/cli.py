@@ -1,0 +1,125 @@
+"""The ``sparsebert`` command: export, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .errors import SparseBertError
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .format.layouts import LAYOUTS
+    from .packing import DENSE_BELOW
+
+    parser = argparse.ArgumentParser(
+        prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders."
+    )
+    parser.add_argument("--version", action="version", version=f"sparsebert {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("export", help="pack a transformers BERT checkpoint directory into a .sbert file")
+    p.add_argument("src", metavar="SRC",
+                   help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin)")
+    p.add_argument("out", metavar="OUT", help="the .sbert file to write")
+    p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
+                   help="packed layout for every linear layer (default: auto, chosen per layer)")
+    p.add_argument("--dense-below", type=_fraction, default=DENSE_BELOW, metavar="X",
+                   help=f"with --layout auto, keep layers with sparsity below X dense (default {DENSE_BELOW})")
+
+    p = commands.add_parser("info", help="describe a .sbert file: versions, config and per-layer table")
+    p.add_argument("file", metavar="FILE")
+
+    p = commands.add_parser("demo", help="prune the bundled all-MiniLM-L6-v2 and compare with PyTorch")
+    p.add_argument("--sparsity", type=_fraction, default=0.9, help="fraction of encoder weights to prune (default 0.9)")
+    p.add_argument("--block", type=int, choices=(1, 4), default=1, help="prune single weights or 4-blocks (default 1)")
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs of each engine (default 20)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for both engines (default: CPUs available to this process)")
+    p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
+    return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, verbose=True)
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .export.report import ExportReport, format_bytes
+    from .format import read_model
+
+    model = read_model(args.file)
+    c, producer = model.config, model.producer
+    print(f"file: {model.path} ({format_bytes(os.path.getsize(model.path))})")
+    print(f"format_version {model.format_version}, layout_revision {model.layout_revision}")
+    if producer:
+        made = " ".join(str(producer[k]) for k in ("name", "version") if k in producer)
+        source = f" from {producer['source']}" if "source" in producer else ""
+        print(f"producer: {made or '?'}{source}")
+    print(f"model: {c['model_type']}, {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+          f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, act {c['hidden_act']}")
+    print(f"       vocab {c['vocab_size']}, max positions {c['max_position_embeddings']}, "
+          f"token types {c['type_vocab_size']}, layer_norm_eps {c['layer_norm_eps']:g}")
+    head = c["head"] + (f" ({c['num_labels']} labels)" if c["head"] == "sequence_classification" else "")
+    print(f"head: {head}, pooler: {'yes' if c['has_pooler'] else 'no'}")
+    print()
+    print(ExportReport.from_linears(model.linears))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(sparsity=args.sparsity, block=args.block, runs=args.runs, threads=args.threads, isa=args.isa)
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+COMMANDS = {"export": _export, "info": _info, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (SparseBertError, ValueError, FileNotFoundError) as exc:
+        # Expected failures (bad file, unsupported checkpoint, bad option): one line, no traceback.
+        message = " ".join(str(exc).split())  # one line even if a library's message has several
+        print(f"sparsebert {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `sparsebert info m.sbert | head`: the reader left; stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Checkpoint -> packed ``.sbert`` file: load, map, choose a layout per linear, pack, write."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .._version import __version__
+from ..format import write_model
+from ..format.layouts import LAYOUTS
+from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
+from . import hf_bert
+from .report import ExportReport, LinearRow
+
+LAYOUT_CHOICES = ("auto", *LAYOUTS)
+
+
+def export(
+    source: Any,
+    out_path: str | os.PathLike,
+    layout: str = "auto",
+    dense_below: float = DENSE_BELOW,
+    verbose: bool = True,
+) -> ExportReport:
+    """Export a BERT checkpoint (directory or transformers model) to a ``.sbert`` file.
+
+    ``layout="auto"`` chooses per linear layer: dense below ``dense_below`` sparsity,
+    else block4 when the nonzeros fill aligned 4-blocks well, else unstructured.
+    Any other value forces that layout on every linear.  The per-layer report is
+    printed when ``verbose`` and always returned.
+    """
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    if isinstance(dense_below, bool) or not isinstance(dense_below, (int, float)) or not 0 <= dense_below <= 1:
+        raise ValueError(f"dense_below must be a number in [0, 1], got {dense_below!r}")
+
+    out_dir = os.path.dirname(os.path.abspath(os.fspath(out_path)))
+    if not os.path.isdir(out_dir):
+        # Fail before the (possibly long) load and pack, not at the final write.
+        raise FileNotFoundError(f"output directory does not exist: {out_dir}")
+
+    checkpoint = hf_bert.load_checkpoint(source)
+    config = hf_bert.encoder_config(checkpoint)
+    items = hf_bert.encoder_tensors(checkpoint, config)
+
+    tensors, rows = {}, []
+    for name, item in items.items():
+        if not isinstance(item, tuple):
+            tensors[name] = item
+            continue
+        weight, bias = item
+        stats = analyze(weight)
+        chosen = choose_layout(stats, dense_below) if layout == "auto" else layout
+        packed = pack_arrays(weight, chosen)
+        tensors.update({f"{name}.{suffix}": array for suffix, array in packed.items()})
+        tensors[f"{name}.bias"] = bias
+        rows.append(LinearRow(
+            name=name,
+            shape=(weight.shape[0], weight.shape[1]),
+            nnz=stats["nnz"],
+            sparsity=stats["sparsity"],
+            block_fill=stats["block_fill"],
+            layout=chosen,
+            bytes=stored_nbytes(packed, bias),
+        ))
+
+    report = ExportReport(rows)
+    producer = {
+        "name": "sparsebert",
+        "version": __version__,
+        "source": checkpoint.source,
+        "architecture": checkpoint.architecture,
+        "layout": layout,
+        "dense_below": dense_below,
+    }
+    write_model(out_path, config, report.linears_meta(), tensors, producer)
+    report.path = os.fspath(out_path)
+    report.file_bytes = os.path.getsize(out_path)
+    if verbose:
+        print(report)
+    return report

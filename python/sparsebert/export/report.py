@@ -1,0 +1,135 @@
+"""The per-layer table an export prints, and that ``sparsebert info`` rebuilds from a file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_F32 = 4
+
+
+@dataclass(frozen=True)
+class LinearRow:
+    """One packed linear layer: what it is, how sparse, which layout it got, what it costs."""
+
+    name: str
+    shape: tuple[int, int]
+    nnz: int
+    sparsity: float
+    block_fill: float
+    layout: str
+    bytes: int  # packed arrays + bias, as stored
+
+    @property
+    def dense_bytes(self) -> int:
+        """What the same layer takes as a dense fp32 weight plus bias."""
+        n_rows, n_cols = self.shape
+        return (n_rows * n_cols + n_rows) * _F32
+
+    def to_meta(self) -> dict[str, Any]:
+        """The entry stored under ``linears`` in the file header."""
+        return {
+            "layout": self.layout,
+            "shape": list(self.shape),
+            "nnz": self.nnz,
+            "sparsity": self.sparsity,
+            "block_fill": self.block_fill,
+            "bytes": self.bytes,
+        }
+
+    @classmethod
+    def from_meta(cls, name: str, meta: Mapping[str, Any]) -> LinearRow:
+        return cls(
+            name=name,
+            shape=(int(meta["shape"][0]), int(meta["shape"][1])),
+            nnz=int(meta["nnz"]),
+            sparsity=float(meta["sparsity"]),
+            block_fill=float(meta["block_fill"]),
+            layout=str(meta["layout"]),
+            bytes=int(meta["bytes"]),
+        )
+
+
+def format_bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+@dataclass
+class ExportReport:
+    """Rows per packed linear plus totals; ``str()`` is an aligned text table."""
+
+    rows: list[LinearRow] = field(default_factory=list)
+    path: str | None = None
+    file_bytes: int | None = None
+
+    @classmethod
+    def from_linears(cls, linears: Mapping[str, Mapping[str, Any]], path: str | None = None,
+                     file_bytes: int | None = None) -> ExportReport:
+        return cls([LinearRow.from_meta(n, m) for n, m in linears.items()], path, file_bytes)
+
+    def linears_meta(self) -> dict[str, dict[str, Any]]:
+        return {row.name: row.to_meta() for row in self.rows}
+
+    @property
+    def packed_bytes(self) -> int:
+        return sum(row.bytes for row in self.rows)
+
+    @property
+    def dense_bytes(self) -> int:
+        return sum(row.dense_bytes for row in self.rows)
+
+    @property
+    def sparsity(self) -> float:
+        """Overall fraction of zero weights, weighted by layer size."""
+        size = sum(r.shape[0] * r.shape[1] for r in self.rows)
+        return 1.0 - sum(r.nnz for r in self.rows) / size if size else 0.0
+
+    def layout_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row.layout] = counts.get(row.layout, 0) + 1
+        return counts
+
+    def table(self) -> str:
+        header = ("layer", "shape", "sparsity", "block fill", "layout", "packed", "dense fp32")
+        body = [
+            (
+                r.name,
+                f"{r.shape[0]}x{r.shape[1]}",
+                f"{r.sparsity:.1%}",
+                f"{r.block_fill:.2f}",
+                r.layout,
+                format_bytes(r.bytes),
+                format_bytes(r.dense_bytes),
+            )
+            for r in self.rows
+        ]
+        total = ("total", f"{len(self.rows)} layers", f"{self.sparsity:.1%}", "", "",
+                 format_bytes(self.packed_bytes), format_bytes(self.dense_bytes))
+        widths = [max(len(row[c]) for row in (header, *body, total)) for c in range(len(header))]
+        # Text columns left-aligned, numeric columns right-aligned.
+        left = {0, 4}
+
+        def line(cells: Iterable[str]) -> str:
+            parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+            return "  ".join(parts).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        return "\n".join([line(header), rule, *map(line, body), rule, line(total)])
+
+    def summary(self) -> str:
+        ratio = self.dense_bytes / self.packed_bytes if self.packed_bytes else float("inf")
+        layouts = ", ".join(f"{n} {k}" for k, n in self.layout_counts().items())
+        text = (f"linear layers ({layouts}): {format_bytes(self.packed_bytes)} packed vs "
+                f"{format_bytes(self.dense_bytes)} dense fp32 ({ratio:.2f}x smaller)")
+        if self.path is not None:
+            size = f" ({format_bytes(self.file_bytes)})" if self.file_bytes is not None else ""
+            text += f"\nfile: {self.path}{size}"
+        return text
+
+    def __str__(self) -> str:
+        return self.table() + "\n" + self.summary()

@@ -1,0 +1,109 @@
+"""The packed weight layouts stored in a ``.sbert`` file (part of ``LAYOUT_REVISION``).
+
+A packed linear layer ``P`` of shape ``[N, K]`` (``Y = W X + b``) is stored as the
+tensors ``P.bias`` (float32 ``[N]``) plus, by layout::
+
+    dense         P.weight        float32 [N, K]      row-major
+    unstructured  P.row_ptr       int32   [N + 1]     CSR row starts, row_ptr[0] == 0, non-decreasing
+                  P.col_idx       uint16  [nnz]       input index k, strictly increasing within a row
+                  P.values        float32 [nnz]
+    block4        P.block_ptr     int32   [N + 1]     like row_ptr, counting blocks
+                  P.block_col     uint16  [nb]        block index kb, covering inputs 4kb .. 4kb+3,
+                                                      strictly increasing within a row
+                  P.block_values  float32 [nb, 4]     zero where a block runs past K
+
+Indices are uint16 to halve the index stream of the sparse kernels, which is why
+sparse layouts are limited to K <= 65535.  Files keep plain CSR row order; the
+C++ side may reorder rows for load balance after loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+LAYOUTS = ("dense", "unstructured", "block4")
+BLOCK = 4
+MAX_SPARSE_COLS = 65535  # largest K whose indices fit uint16
+MAX_STORED = 2**31 - 1  # pointers are int32
+
+# suffix -> dtype name, per layout (the bias is common to all layouts)
+LAYOUT_ARRAYS: dict[str, dict[str, str]] = {
+    "dense": {"weight": "float32"},
+    "unstructured": {"row_ptr": "int32", "col_idx": "uint16", "values": "float32"},
+    "block4": {"block_ptr": "int32", "block_col": "uint16", "block_values": "float32"},
+}
+BIAS = "bias"
+
+
+def array_suffixes(layout: str) -> tuple[str, ...]:
+    """Names (after ``P.``) of every tensor stored for a linear with this layout, bias last."""
+    return (*LAYOUT_ARRAYS[layout], BIAS)
+
+
+def expected_array_shapes(layout: str, n_rows: int, n_cols: int, stored: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of a linear's tensors; ``stored`` is nnz (unstructured) or the block count (block4)."""
+    if layout == "dense":
+        shapes = {"weight": (n_rows, n_cols)}
+    elif layout == "unstructured":
+        shapes = {"row_ptr": (n_rows + 1,), "col_idx": (stored,), "values": (stored,)}
+    elif layout == "block4":
+        shapes = {"block_ptr": (n_rows + 1,), "block_col": (stored,), "block_values": (stored, BLOCK)}
+    else:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    shapes[BIAS] = (n_rows,)
+    return shapes
+
+
+def stored_count_array(layout: str) -> str | None:
+    """The array whose length gives the number of stored entries (None for dense)."""
+    return {"dense": None, "unstructured": "col_idx", "block4": "block_col"}[layout]
+
+
+def check_linear_arrays(layout: str, n_rows: int, n_cols: int, arrays: Mapping[str, np.ndarray]) -> None:
+    """Check the index invariants of one packed linear; raise ValueError naming the first violation.
+
+    The C++ constructors check the same things; doing it here too gives messages
+    that name the file and the layer, and keeps corrupt indices away from C++
+    even when it is built without its checks.
+    """
+    if layout == "dense":
+        return
+    if n_cols > MAX_SPARSE_COLS:
+        raise ValueError(f"{layout} layout needs K <= {MAX_SPARSE_COLS}, got K = {n_cols}")
+    if layout == "unstructured":
+        ptr, idx, limit, what = arrays["row_ptr"], arrays["col_idx"], n_cols, "col_idx"
+    elif layout == "block4":
+        ptr, idx, limit, what = arrays["block_ptr"], arrays["block_col"], -(-n_cols // BLOCK), "block_col"
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    stored = idx.shape[0]
+    if ptr.shape != (n_rows + 1,):
+        raise ValueError(f"pointer array has shape {ptr.shape}, expected ({n_rows + 1},)")
+    if ptr[0] != 0:
+        raise ValueError(f"pointer array starts at {int(ptr[0])}, expected 0")
+    if ptr[-1] != stored:
+        raise ValueError(f"pointer array ends at {int(ptr[-1])}, but {stored} entries are stored")
+    if n_rows and np.any(np.diff(ptr) < 0):
+        raise ValueError("pointer array is not non-decreasing")
+    if stored == 0:
+        return
+    if int(idx.max()) >= limit:
+        raise ValueError(f"{what} holds {int(idx.max())}, out of range for {limit} columns")
+    # Indices must rise strictly inside each row; the step across a row start is exempt.
+    step = np.diff(idx.astype(np.int32))
+    row_start = np.zeros(stored, dtype=bool)
+    starts = ptr[1:-1]
+    row_start[starts[starts < stored]] = True
+    bad = (step <= 0) & ~row_start[1:]
+    if bad.any():
+        pos = int(np.argmax(bad)) + 1
+        row = int(np.searchsorted(ptr, pos, side="right")) - 1
+        raise ValueError(f"{what} is not strictly increasing in row {row} (entry {pos})")
+    if layout == "block4" and n_cols % BLOCK:
+        # The kernels read whole blocks, so lanes past K must hold zeros to add nothing.
+        last = idx == limit - 1
+        tail = arrays["block_values"][last, n_cols % BLOCK :]
+        if np.any(tail != 0):
+            raise ValueError("block_values has non-zero weights past the last input column")

@@ -1,0 +1,311 @@
+"""The ``.sbert`` container: byte layout, versions and the rules a header must obey.
+
+::
+
+    offset 0   8 bytes  magic  b"SPBERT\\x00\\x1a"
+    offset 8   u32 LE   format_version   (container: header + table + data)
+    offset 12  u32 LE   layout_revision  (meaning of the packed arrays, see layouts.py)
+    offset 16  u64 LE   header_nbytes
+    offset 24           header: UTF-8 JSON, header_nbytes bytes, then zero padding to a multiple of 64
+    data_start          tensor data; each tensor starts at a multiple of 64 from data_start,
+                        file size == data_start + data_nbytes
+
+The magic ends in ``\\x00\\x1a`` so that text-mode transfers and ``cat`` on a
+terminal visibly break the file instead of silently passing it on.
+
+Both the writer and the reader run ``validate_header``: a file the writer
+produces is always one the reader accepts, and a file the reader accepts is
+complete enough to build an encoder from.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFormatError
+from . import layouts
+
+MAGIC = b"SPBERT\x00\x1a"
+FORMAT_VERSION = 1
+LAYOUT_REVISION = 1
+PREAMBLE = struct.Struct("<8sIIQ")  # magic, format_version, layout_revision, header_nbytes
+ALIGNMENT = 64  # one cache line and the widest (AVX-512) vector; mmap keeps it since pages are 4 KiB
+MAX_HEADER_NBYTES = 64 * 1024 * 1024  # far above any real header; bounds what a corrupt length makes us read
+
+# On-disk dtypes, always little-endian.
+DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "int32": np.dtype("<i4"),
+    "uint16": np.dtype("<u2"),
+}
+
+HEADER_KEYS: dict[str, type] = {
+    "config": dict,
+    "tensors": dict,
+    "linears": dict,
+    "data_nbytes": int,
+    "producer": dict,
+}
+TENSOR_KEYS = ("dtype", "shape", "offset", "nbytes", "crc32")
+LINEAR_KEYS = ("layout", "shape", "nnz", "sparsity", "block_fill", "bytes")
+
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+HEADS = ("none", "sequence_classification", "question_answering")
+QA_OUTPUTS = 2  # start and end logits
+# Encoder config integers and their smallest legal value.
+CONFIG_INTS = {
+    "hidden_size": 1,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 1,
+    "intermediate_size": 1,
+    "vocab_size": 1,
+    "max_position_embeddings": 1,
+    "type_vocab_size": 1,
+    "num_labels": 0,
+}
+CONFIG_KEYS = ("model_type", *CONFIG_INTS, "layer_norm_eps", "hidden_act", "head", "has_pooler")
+
+# Problems listed in one message before the rest are only counted.
+MAX_LISTED = 20
+
+
+def align_up(n: int, alignment: int = ALIGNMENT) -> int:
+    return -(-n // alignment) * alignment
+
+
+def data_start(header_nbytes: int) -> int:
+    return align_up(PREAMBLE.size + header_nbytes)
+
+
+def dtype_name(dtype: np.dtype) -> str | None:
+    """The on-disk name of a numpy dtype, ignoring byte order; None if not storable."""
+    dtype = np.dtype(dtype)
+    for name, disk in DTYPES.items():
+        if dtype.kind == disk.kind and dtype.itemsize == disk.itemsize:
+            return name
+    return None
+
+
+def is_int(value: Any) -> bool:
+    # JSON true/false arrive as bool, which Python counts as int.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _listing(problems: list[str]) -> str:
+    shown = "; ".join(problems[:MAX_LISTED])
+    more = len(problems) - MAX_LISTED
+    return shown + (f"; ... and {more} more" if more > 0 else "")
+
+
+def validate_config(config: Any) -> None:
+    """Check the encoder config (ARCHITECTURE.md, "Encoder config keys")."""
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"config must be a JSON object, got {type(config).__name__}")
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise ModelFormatError(f"config is missing {', '.join(missing)}")
+    problems = []
+    if config["model_type"] != "bert":
+        problems.append(f"model_type is {config['model_type']!r}, expected 'bert'")
+    for key, least in CONFIG_INTS.items():
+        if not is_int(config[key]) or config[key] < least:
+            problems.append(f"{key} must be an integer >= {least}, got {config[key]!r}")
+    eps = config["layer_norm_eps"]
+    if not is_number(eps) or eps <= 0:
+        problems.append(f"layer_norm_eps must be a positive number, got {eps!r}")
+    if config["hidden_act"] not in HIDDEN_ACTS:
+        problems.append(f"hidden_act {config['hidden_act']!r} is not one of {', '.join(HIDDEN_ACTS)}")
+    if config["head"] not in HEADS:
+        problems.append(f"head {config['head']!r} is not one of {', '.join(HEADS)}")
+    if not isinstance(config["has_pooler"], bool):
+        problems.append(f"has_pooler must be true or false, got {config['has_pooler']!r}")
+    if "id2label" in config:
+        labels = config["id2label"]
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            problems.append("id2label must map label ids to strings")
+    if problems:
+        raise ModelFormatError("bad config: " + _listing(problems))
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise ModelFormatError(
+            f"hidden_size {config['hidden_size']} is not a multiple of "
+            f"num_attention_heads {config['num_attention_heads']}"
+        )
+    if config["head"] == "sequence_classification":
+        if not config["has_pooler"]:
+            raise ModelFormatError("head 'sequence_classification' needs has_pooler = true")
+        if config["num_labels"] < 1:
+            raise ModelFormatError("head 'sequence_classification' needs num_labels >= 1")
+    if config["head"] == "question_answering" and config["num_labels"] != QA_OUTPUTS:
+        raise ModelFormatError(f"head 'question_answering' needs num_labels = {QA_OUTPUTS}")
+
+
+def expected_tensors(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, int]]]:
+    """Shapes of the plain arrays and of the packed linears an encoder with this config needs."""
+    h, i = config["hidden_size"], config["intermediate_size"]
+    arrays: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings": (config["vocab_size"], h),
+        "embeddings.position_embeddings": (config["max_position_embeddings"], h),
+        "embeddings.token_type_embeddings": (config["type_vocab_size"], h),
+        "embeddings.layer_norm.weight": (h,),
+        "embeddings.layer_norm.bias": (h,),
+    }
+    linears: dict[str, tuple[int, int]] = {}
+    for n in range(config["num_hidden_layers"]):
+        p = f"layers.{n}"
+        linears[f"{p}.attention.qkv"] = (3 * h, h)
+        linears[f"{p}.attention.output"] = (h, h)
+        arrays[f"{p}.attention.layer_norm.weight"] = (h,)
+        arrays[f"{p}.attention.layer_norm.bias"] = (h,)
+        linears[f"{p}.ffn.up"] = (i, h)
+        linears[f"{p}.ffn.down"] = (h, i)
+        arrays[f"{p}.ffn.layer_norm.weight"] = (h,)
+        arrays[f"{p}.ffn.layer_norm.bias"] = (h,)
+    if config["has_pooler"]:
+        linears["pooler"] = (h, h)
+    if config["head"] == "sequence_classification":
+        linears["classifier"] = (config["num_labels"], h)
+    elif config["head"] == "question_answering":
+        linears["qa_outputs"] = (QA_OUTPUTS, h)
+    return arrays, linears
+
+
+def _check_tensor_entry(name: str, entry: Any, data_nbytes: int) -> str | None:
+    if not isinstance(entry, dict):
+        return f"tensor {name!r}: entry must be a JSON object"
+    missing = [k for k in TENSOR_KEYS if k not in entry]
+    if missing:
+        return f"tensor {name!r}: missing {', '.join(missing)}"
+    dtype, shape, offset, nbytes, crc = (entry[k] for k in TENSOR_KEYS)
+    if dtype not in DTYPES:
+        return f"tensor {name!r}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})"
+    if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
+        return f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}"
+    for key, value in (("offset", offset), ("nbytes", nbytes)):
+        if not is_int(value) or value < 0:
+            return f"tensor {name!r}: {key} must be a non-negative integer, got {value!r}"
+    if not is_int(crc) or not 0 <= crc < 2**32:
+        return f"tensor {name!r}: crc32 must be an unsigned 32-bit integer, got {crc!r}"
+    expected = math.prod(shape) * DTYPES[dtype].itemsize
+    if nbytes != expected:
+        return f"tensor {name!r}: nbytes is {nbytes} but shape {shape} of {dtype} needs {expected}"
+    if offset % ALIGNMENT:
+        return f"tensor {name!r}: offset {offset} is not a multiple of {ALIGNMENT}"
+    if offset + nbytes > data_nbytes:
+        return f"tensor {name!r}: bytes {offset}..{offset + nbytes} run past data_nbytes {data_nbytes}"
+    return None
+
+
+def _check_overlaps(tensors: Mapping[str, dict]) -> None:
+    spans = sorted((e["offset"], e["offset"] + e["nbytes"], n) for n, e in tensors.items() if e["nbytes"])
+    for (_, end, prev), (start, _, name) in zip(spans, spans[1:]):
+        if start < end:
+            raise ModelFormatError(f"tensors {prev!r} and {name!r} overlap")
+
+
+def _check_linear(name: str, meta: Any, tensors: Mapping[str, dict]) -> list[str]:
+    if not isinstance(meta, dict):
+        return [f"linear {name!r}: entry must be a JSON object"]
+    missing = [k for k in LINEAR_KEYS if k not in meta]
+    if missing:
+        return [f"linear {name!r}: missing {', '.join(missing)}"]
+    layout, shape = meta["layout"], meta["shape"]
+    if layout not in layouts.LAYOUTS:
+        return [f"linear {name!r}: unknown layout {layout!r} (known: {', '.join(layouts.LAYOUTS)})"]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(is_int(d) and d > 0 for d in shape)):
+        return [f"linear {name!r}: shape must be two positive integers, got {shape!r}"]
+    n_rows, n_cols = shape
+    problems = []
+    if not is_int(meta["nnz"]) or not 0 <= meta["nnz"] <= n_rows * n_cols:
+        problems.append(f"linear {name!r}: nnz {meta['nnz']!r} is not an integer in [0, {n_rows * n_cols}]")
+    for key in ("sparsity", "block_fill"):
+        if not is_number(meta[key]) or not 0 <= meta[key] <= 1:
+            problems.append(f"linear {name!r}: {key} {meta[key]!r} is not a number in [0, 1]")
+    if not is_int(meta["bytes"]) or meta["bytes"] < 0:
+        problems.append(f"linear {name!r}: bytes {meta['bytes']!r} is not a non-negative integer")
+    if layout != "dense" and n_cols > layouts.MAX_SPARSE_COLS:
+        problems.append(f"linear {name!r}: layout {layout} needs K <= {layouts.MAX_SPARSE_COLS}, got {n_cols}")
+
+    entries = {s: tensors.get(f"{name}.{s}") for s in layouts.array_suffixes(layout)}
+    absent = [f"{name}.{s}" for s, e in entries.items() if e is None]
+    if absent:
+        return problems + [f"linear {name!r} ({layout}) lacks tensor(s) {', '.join(absent)}"]
+    count_name = layouts.stored_count_array(layout)
+    stored = entries[count_name]["shape"][0] if count_name and entries[count_name]["shape"] else 0
+    if stored > layouts.MAX_STORED:
+        problems.append(f"linear {name!r}: {stored} stored entries overflow int32 pointers")
+    wanted_dtypes = {**layouts.LAYOUT_ARRAYS[layout], layouts.BIAS: "float32"}
+    for suffix, shp in layouts.expected_array_shapes(layout, n_rows, n_cols, stored).items():
+        entry = entries[suffix]
+        if entry["dtype"] != wanted_dtypes[suffix] or tuple(entry["shape"]) != shp:
+            problems.append(
+                f"tensor '{name}.{suffix}' is {entry['dtype']}{entry['shape']}, "
+                f"expected {wanted_dtypes[suffix]}{list(shp)}"
+            )
+    total = sum(e["nbytes"] for e in entries.values())
+    if is_int(meta["bytes"]) and meta["bytes"] != total:
+        problems.append(f"linear {name!r}: bytes is {meta['bytes']} but its tensors hold {total}")
+    return problems
+
+
+def _check_model(header: Mapping[str, Any]) -> list[str]:
+    arrays, linears = expected_tensors(header["config"])
+    tensors, metas = header["tensors"], header["linears"]
+    problems = []
+    absent = [n for n in arrays if n not in tensors] + [f"{n} (linear)" for n in linears if n not in metas]
+    if absent:
+        problems.append("missing " + ", ".join(absent))
+    for name, shape in arrays.items():
+        entry = tensors.get(name)
+        if entry is not None and (entry["dtype"] != "float32" or tuple(entry["shape"]) != shape):
+            problems.append(f"tensor {name!r} is {entry['dtype']}{entry['shape']}, expected float32{list(shape)}")
+    for name, shape in linears.items():
+        meta = metas.get(name)
+        if meta is not None and tuple(meta["shape"]) != shape:
+            problems.append(f"linear {name!r} has shape {meta['shape']}, expected {list(shape)}")
+    # Leftovers mean the config and the stored tensors disagree (e.g. num_hidden_layers too small):
+    # refuse rather than guess which one is right.
+    extra_linears = [n for n in metas if n not in linears]
+    if extra_linears:
+        problems.append("unexpected linear(s) " + ", ".join(extra_linears))
+    owned = set(arrays)
+    for name, meta in metas.items():
+        if isinstance(meta, dict) and meta.get("layout") in layouts.LAYOUTS:
+            owned.update(f"{name}.{s}" for s in layouts.array_suffixes(meta["layout"]))
+    extra_tensors = [n for n in tensors if n not in owned]
+    if extra_tensors:
+        problems.append("unexpected tensor(s) " + ", ".join(extra_tensors))
+    return problems
+
+
+def validate_header(header: Any) -> None:
+    """Check everything that can be checked without the tensor bytes; raise ModelFormatError."""
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"header must be a JSON object, got {type(header).__name__}")
+    missing = [k for k in HEADER_KEYS if k not in header]
+    if missing:
+        raise ModelFormatError(f"header is missing {', '.join(missing)}")
+    for key, kind in HEADER_KEYS.items():
+        ok = is_int(header[key]) and header[key] >= 0 if kind is int else isinstance(header[key], kind)
+        if not ok:
+            raise ModelFormatError(f"header field {key!r} has the wrong type ({type(header[key]).__name__})")
+    tensors = header["tensors"]
+    problems = [p for n, e in tensors.items() if (p := _check_tensor_entry(n, e, header["data_nbytes"]))]
+    if problems:
+        raise ModelFormatError(_listing(problems))
+    _check_overlaps(tensors)
+    validate_config(header["config"])
+    problems = [p for n, m in header["linears"].items() for p in _check_linear(n, m, tensors)]
+    if problems:
+        raise ModelFormatError(_listing(problems))
+    problems = _check_model(header)
+    if problems:
+        raise ModelFormatError("not a complete encoder: " + _listing(problems))

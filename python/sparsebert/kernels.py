@@ -1,0 +1,56 @@
+"""Direct access to the packed linear kernels, for benchmarking or custom graphs.
+
+``pack`` turns one weight matrix into a ``_core.PackedLinear`` whose ``matmul``
+computes ``W @ x + b`` on feature-major activations ``x`` of shape [K, tokens].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._native import load_core
+from .format.layouts import LAYOUTS
+from .packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, to_packed_linear
+
+_core = load_core()
+available_isas = _core.available_isas
+default_isa = _core.default_isa
+PackedLinear = _core.PackedLinear
+
+LAYOUT_CHOICES = ("auto", *LAYOUTS)
+
+
+def _float32(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    # bool would silently become 0/1 weights, complex would drop its imaginary part.
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values (after conversion to float32)")
+    return array
+
+
+def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float = DENSE_BELOW) -> Any:
+    """Pack a [N, K] weight (and optional [N] bias) into a ``_core.PackedLinear``.
+
+    ``layout="auto"`` picks dense / unstructured / block4 from the weight's
+    sparsity and block fill, exactly as the exporter does.
+    """
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    weight = _float32("weight", weight)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {weight.shape}")
+    if bias is not None:
+        bias = _float32("bias", bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    if layout == "auto":
+        layout = choose_layout(analyze(weight), dense_below)
+    return to_packed_linear(layout, pack_arrays(weight, layout), bias, weight.shape)
+
+
+__all__ = ["PackedLinear", "available_isas", "default_isa", "pack"]
