@@ -82,6 +82,14 @@ std::shared_ptr<PackedLinear> PackedLinear::block4(int32_t rows, int32_t cols, c
                                                    const float* values, int64_t nb, const float* bias) {
   check_shape(rows, cols);
   check_compressed("block4 PackedLinear", rows, block_ptr, block_ptr_len, block_col, nb, (cols + 3) / 4);
+  // A block that runs past K must hold zeros there: those weights belong to no input.
+  const int32_t tail = cols % 4, last_block = cols / 4;
+  if (tail != 0)
+    for (int64_t j = 0; j < nb; ++j)
+      if (block_col[j] == last_block)
+        for (int32_t q = tail; q < 4; ++q)
+          require(values[4 * j + q] == 0.0f, "block4 PackedLinear: block " + std::to_string(last_block) +
+                                                 " has a nonzero weight past the last input column");
   std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kBlock4, rows, cols));
   p->pack_sorted_rows(block_ptr, block_col, values, 4);
   p->set_bias(bias);

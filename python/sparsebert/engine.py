@@ -7,7 +7,6 @@ messages that name the input and say what is wrong in Python terms.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,10 +44,7 @@ def _check_threads(num_threads: Any) -> int:
 def _check_isa(isa: Any) -> str:
     available = list(_core.available_isas())
     if isa is None:
-        try:
-            return _core.default_isa()
-        except RuntimeError as exc:  # SPARSEBERT_ISA names something this CPU cannot run
-            raise ValueError(str(exc)) from exc
+        return _core.default_isa()  # ValueError if SPARSEBERT_ISA names something this CPU cannot run
     if isa not in available:
         raise ValueError(f"isa {isa!r} is not available on this CPU; available: {', '.join(available)}")
     return isa
@@ -89,8 +85,6 @@ class SparseEngine:
         self._config = dict(model.config)
         self._linears = [{"name": name, **meta} for name, meta in model.linears.items()]
         self._output_names = output_names_for(model.config)
-        # One Encoder owns one set of scratch buffers: serialise calls from Python threads.
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | os.PathLike, num_threads: int | None = None, isa: str | None = None,
@@ -175,8 +169,8 @@ class SparseEngine:
         mask = np.ones(shape, np.int32) if mask is None else _to_int32(mask)
         types = np.zeros(shape, np.int32) if types is None else _to_int32(types)
         ids = _to_int32(ids)
-        with self._lock:
-            return self._encoder.run(ids, mask, types)
+        # The C++ encoder serialises concurrent runs itself (one set of scratch buffers per engine).
+        return self._encoder.run(ids, mask, types)
 
     def _name_inputs(self, inputs: Any) -> dict[str, Any]:
         if isinstance(inputs, Mapping):
