@@ -189,6 +189,10 @@ void register_encoder(py::module_& m) {
             return result;
           },
           py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"))
+      .def_property("profiling", &Encoder::profiling, &Encoder::set_profiling,
+                    "When True, run() times each op; read the times with last_profile().")
+      .def("last_profile", &Encoder::last_profile,
+           "[(op, milliseconds)] of the last profiled run, each op summed over layers.")
       .def_property_readonly("isa", &Encoder::isa)
       .def_property_readonly("num_threads", &Encoder::num_threads);
 }

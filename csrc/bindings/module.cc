@@ -2,6 +2,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+
 #include "bindings/bindings.h"
 #include "common/tile_matrix.h"
 #include "kernels/cpu_features.h"
@@ -22,6 +24,28 @@ void register_system(py::module_& m) {
     return d;
   });
   m.attr("TILE_TOKENS") = kTileTokens;
+  m.def(
+      "fma_peak_gflops",
+      [](const py::object& isa, double seconds) {
+        if (!(seconds > 0.0 && seconds <= 60.0)) throw py::value_error("seconds must be in (0, 60]");
+        const KernelTable& k = kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>());
+        py::gil_scoped_release release;
+        float sink[16];
+        using clock = std::chrono::steady_clock;
+        // Calibrate on a short run, then time one run of about `seconds`.
+        int64_t iterations = 1 << 16;
+        double elapsed = 0.0, flops = 0.0;
+        for (;;) {
+          const auto t0 = clock::now();
+          flops = k.fma_peak(iterations, sink);
+          elapsed = std::chrono::duration<double>(clock::now() - t0).count();
+          if (elapsed >= seconds * 0.5 || iterations > (int64_t{1} << 40)) break;
+          iterations *= elapsed > 1e-4 ? std::max<int64_t>(2, static_cast<int64_t>(seconds / elapsed)) : 16;
+        }
+        return flops / elapsed / 1e9;
+      },
+      py::arg("isa") = py::none(), py::arg("seconds") = 0.2,
+      "Single-thread fp32 FMA peak of an ISA path in GFLOP/s, measured with a register-resident FMA loop.");
 }
 
 }  // namespace sparsebert

@@ -84,16 +84,28 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
   const int32_t hidden = config_.hidden;
   keep_.assign(attention_mask, attention_mask + tokens);
 
+  if (profiling_) {
+    profile_.clear();
+    last_mark_ = std::chrono::steady_clock::now();
+  }
   embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, batch, seq, hidden_);
+  mark("embeddings");
   const AttentionShape shape{batch, seq, config_.heads, hidden / config_.heads};
   for (const EncoderLayer& layer : layers_) {
     layer.qkv->forward(kernels_, pool_, hidden_, qkv_);
+    mark("qkv");
     multi_head_attention(kernels_, pool_, shape, qkv_, keep_.data(), attention_scratch_, ctx_);
+    mark("attention");
     layer.attn_out->forward(kernels_, pool_, ctx_, attn_, Activation::kNone, &hidden_);
+    mark("attention_output");
     layer_norm(layer.attn_ln, attn_);
+    mark("layer_norm");
     layer.ffn_up->forward(kernels_, pool_, attn_, ffn_, config_.hidden_act);
+    mark("ffn_up");
     layer.ffn_down->forward(kernels_, pool_, ffn_, hidden_, Activation::kNone, &attn_);
+    mark("ffn_down");
     layer_norm(layer.ffn_ln, hidden_);
+    mark("layer_norm");
   }
 
   std::map<std::string, Output> out;
@@ -131,7 +143,23 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
       end.data[t] = head_out_.at(1, t);
     }
   }
+  mark("heads_and_output");
   return out;
 }
+
+void Encoder::mark(const char* op) {
+  if (!profiling_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const double ms = std::chrono::duration<double, std::milli>(now - last_mark_).count();
+  last_mark_ = now;
+  for (auto& entry : profile_)
+    if (entry.first == op) {
+      entry.second += ms;
+      return;
+    }
+  profile_.emplace_back(op, ms);
+}
+
+std::vector<std::pair<std::string, double>> Encoder::last_profile() const { return profile_; }
 
 }  // namespace sparsebert

@@ -2,11 +2,13 @@
 // -> FFN up + activation -> FFN down + residual + LayerNorm) -> optional pooler and head.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/aligned_buffer.h"
@@ -59,6 +61,11 @@ class Encoder {
   std::map<std::string, Output> run(const int32_t* input_ids, const int32_t* attention_mask,
                                     const int32_t* token_type_ids, int32_t batch, int32_t seq);
 
+  // When on, run() records the wall time of each op (summed over layers) into last_profile().
+  void set_profiling(bool on) { profiling_ = on; }
+  bool profiling() const { return profiling_; }
+  std::vector<std::pair<std::string, double>> last_profile() const;
+
   const std::string& isa() const { return isa_; }
   int num_threads() const { return pool_.size(); }
   const EncoderConfig& config() const { return config_; }
@@ -67,6 +74,8 @@ class Encoder {
   void check_inputs(const int32_t* ids, const int32_t* mask, const int32_t* types, int32_t batch,
                     int32_t seq) const;
   void layer_norm(const LayerNormWeights& w, TileMatrix& x);
+  // Adds the time since the previous mark to `op` when profiling.
+  void mark(const char* op);
 
   EncoderConfig config_;
   EmbeddingTables embeddings_;
@@ -81,6 +90,10 @@ class Encoder {
   TileMatrix hidden_, qkv_, ctx_, attn_, ffn_, cls_, pooled_, head_out_;
   std::vector<AttentionScratch> attention_scratch_;
   std::vector<uint8_t> keep_;
+
+  bool profiling_ = false;
+  std::vector<std::pair<std::string, double>> profile_;  // op -> milliseconds, in first-seen order
+  std::chrono::steady_clock::time_point last_mark_;
 };
 
 }  // namespace sparsebert

@@ -9,4 +9,5 @@ void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const fl
 void layer_norm(int32_t features, int32_t n, const float* x, int64_t ldx, float* y, int64_t ldy,
                 const float* gamma, const float* beta, float eps);
 void softmax_cols(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep);
+double fma_peak(int64_t iterations, float* sink);
 KernelTable table();

@@ -55,6 +55,11 @@ using LayerNormFn = void (*)(int32_t features, int32_t n, const float* x, int64_
 // with keep[j] != 0 (the others become 0). The caller guarantees at least one row is kept.
 using SoftmaxColsFn = void (*)(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep);
 
+// Runs a register-resident FMA loop (enough independent accumulators to cover the FMA latency) and returns
+// the floating-point operations done: timing it gives this core's fp32 FMA peak, the yardstick of the kernel
+// benchmark. `sink` (room for 16 floats) receives a value so the loop cannot be optimised away.
+using FmaPeakFn = double (*)(int64_t iterations, float* sink);
+
 struct KernelTable {
   const char* isa;
   SpmmCsrFn spmm_csr;
@@ -62,6 +67,7 @@ struct KernelTable {
   GemmFn gemm;
   LayerNormFn layer_norm;
   SoftmaxColsFn softmax_cols;
+  FmaPeakFn fma_peak;
 };
 
 
