@@ -128,6 +128,28 @@ def test_matmul_edge_sizes(isa, layout, k):
             assert_kernel_close(y, w, x, b, what=f"{isa}/{layout} N={n} K={k} T={t}")
 
 
+# The sparse layouts cut K into blocks whose partial sums are carried in the output (about 128 columns each, so
+# only K > 192 has several), and pair rows within panels of 32 rows, padding the shorter row of a pair.
+# SPARSEBERT_KBLOCK (read when a matrix is packed) forces tiny K-blocks so small matrices cross many of them.
+@pytest.mark.parametrize("kblock", [None, "4", "12", "64"])
+@pytest.mark.parametrize("layout", ["unstructured", "block4"])
+def test_matmul_across_k_blocks(isa, layout, kblock, monkeypatch):
+    if kblock is None:
+        monkeypatch.delenv("SPARSEBERT_KBLOCK", raising=False)
+    else:
+        monkeypatch.setenv("SPARSEBERT_KBLOCK", kblock)
+    rng = np.random.default_rng(31)
+    for n, k, density in [(70, 517, 0.1), (33, 300, 0.02), (65, 1030, 0.5), (40, 45, 0.3)]:
+        w = make_weight(rng, n, k, density)
+        b = rng.standard_normal(n).astype(np.float32)
+        p = pack(w, b, layout=layout)
+        for t in (1, 64, 130):
+            x = rng.standard_normal((k, t)).astype(np.float32)
+            r = rng.standard_normal((n, t)).astype(np.float32)
+            y = p.matmul(x, activation="gelu", residual=r, isa=isa, num_threads=2)
+            assert_kernel_close(y, w, x, b, "gelu", r, what=f"{isa}/{layout} kblock={kblock} N={n} K={k} T={t}")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_matmul_activation_and_residual(isa, layout, activation):

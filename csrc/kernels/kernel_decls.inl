@@ -1,8 +1,8 @@
 // The kernel entry points every ISA namespace defines (ref::, avx2::, avx512::). Included inside that namespace,
 // so each ISA's functions are distinct symbols.
-void spmm_csr(const CsrView& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx, float* y,
+void spmm_csr(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx, float* y,
               int64_t ldy, int32_t n, const Epilogue& ep);
-void spmm_block4(const Block4View& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx, float* y,
+void spmm_block4(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx, float* y,
                  int64_t ldy, int32_t n, const Epilogue& ep);
 void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
           int64_t ldy, const Epilogue& ep);

@@ -12,36 +12,34 @@ namespace sparsebert {
 enum class Activation : int32_t { kNone = 0, kGelu = 1, kGeluTanh = 2, kRelu = 3, kTanh = 4 };
 
 // Applied when a GEMM stores a row of Y: y = act(acc + bias[row]) + residual[row][t].
+// A product split over blocks of K (so each block's activation panel stays in L1) runs the kernel once per
+// block: the first with neither flag, the middle ones with accumulate + partial, the last with accumulate only.
 struct Epilogue {
   const float* bias = nullptr;      // one value per row of Y, or null
   Activation act = Activation::kNone;
   const float* residual = nullptr;  // same shape as Y, or null
   int64_t ldr = 0;                  // row stride of residual, in floats
+  bool accumulate = false;          // start from the partial sums already in Y instead of zero
+  bool partial = false;             // store the raw sums: more K-blocks follow, the epilogue comes later
 };
 
-// Unstructured sparse weights, rows stored in the packer's order (by nonzero count, so that rows processed
-// together have similar lengths). Stored row i holds entries ptr[i]..ptr[i+1] and writes row out_row[i] of Y.
-struct CsrView {
+// Sparse weights of one K-block, stored as row pairs: the kernel walks two rows side by side (8 independent
+// accumulators on AVX-512), and the packer pads each pair to equal length so the loop has no remainder.
+// Pair p writes rows rows[2p] and rows[2p + 1] of Y (the second is -1 when the pair holds one row) and owns
+// entries ptr[p] .. ptr[p + 1]. Entry e holds one index per row, idx[2e] and idx[2e + 1], and `width` weights
+// per row, val[2 * width * e ..]: the first row's weights, then the second's. Unstructured entries (width 1)
+// index an input column k; 4-block entries (width 4) index a block kb covering inputs 4kb .. 4kb + 3 (X must hold
+// round_up(K, 4) rows, the padding rows zero). Padding entries have weight 0 and a valid index.
+struct PairedView {
   const int32_t* ptr;
-  const uint16_t* idx;      // input column k
+  const int32_t* rows;
+  const uint16_t* idx;
   const float* val;
-  const int32_t* out_row;
 };
 
-// 4-block sparse weights: each entry is a block index kb and 4 weights for inputs 4kb..4kb+3 (zero-filled
-// where a block is partial). X must hold round_up(K, 4) rows (the padding rows zero).
-struct Block4View {
-  const int32_t* ptr;
-  const uint16_t* idx;      // block index kb
-  const float* val;         // 4 floats per entry
-  const int32_t* out_row;
-};
-
-// Y rows out_row[row_begin..row_end) over tokens [0, n).
-using SpmmCsrFn = void (*)(const CsrView& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx,
-                           float* y, int64_t ldy, int32_t n, const Epilogue& ep);
-using SpmmBlock4Fn = void (*)(const Block4View& w, int32_t row_begin, int32_t row_end, const float* x,
-                              int64_t ldx, float* y, int64_t ldy, int32_t n, const Epilogue& ep);
+// Pairs [pair_begin, pair_end) over tokens [0, n); width 1 (unstructured) and width 4 (4-block).
+using SpmmFn = void (*)(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx,
+                        float* y, int64_t ldy, int32_t n, const Epilogue& ep);
 
 // Dense Y[m][n] = W[m][k] X[k][n] (+ epilogue); W row-major with stride ldw.
 using GemmFn = void (*)(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x,
@@ -62,8 +60,8 @@ using FmaPeakFn = double (*)(int64_t iterations, float* sink);
 
 struct KernelTable {
   const char* isa;
-  SpmmCsrFn spmm_csr;
-  SpmmBlock4Fn spmm_block4;
+  SpmmFn spmm_csr;
+  SpmmFn spmm_block4;
   GemmFn gemm;
   LayerNormFn layer_norm;
   SoftmaxColsFn softmax_cols;

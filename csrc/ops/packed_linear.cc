@@ -1,6 +1,8 @@
 #include "ops/packed_linear.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <utility>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -62,6 +64,7 @@ std::shared_ptr<PackedLinear> PackedLinear::dense(int32_t rows, int32_t cols, co
   check_shape(rows, cols);
   std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kDense, rows, cols));
   p->dense_.assign(weight, static_cast<std::size_t>(rows) * cols);
+  p->stored_ = static_cast<int64_t>(rows) * cols;
   p->set_bias(bias);
   return p;
 }
@@ -72,7 +75,8 @@ std::shared_ptr<PackedLinear> PackedLinear::unstructured(int32_t rows, int32_t c
   check_shape(rows, cols);
   check_compressed("unstructured PackedLinear", rows, row_ptr, row_ptr_len, col_idx, nnz, cols);
   std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kUnstructured, rows, cols));
-  p->pack_sorted_rows(row_ptr, col_idx, values, 1);
+  p->stored_ = nnz;
+  p->pack_pairs(row_ptr, col_idx, values, 1);
   p->set_bias(bias);
   return p;
 }
@@ -91,7 +95,8 @@ std::shared_ptr<PackedLinear> PackedLinear::block4(int32_t rows, int32_t cols, c
           require(values[4 * j + q] == 0.0f, "block4 PackedLinear: block " + std::to_string(last_block) +
                                                  " has a nonzero weight past the last input column");
   std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kBlock4, rows, cols));
-  p->pack_sorted_rows(block_ptr, block_col, values, 4);
+  p->stored_ = 4 * nb;
+  p->pack_pairs(block_ptr, block_col, values, 4);
   p->set_bias(bias);
   return p;
 }
@@ -101,86 +106,165 @@ void PackedLinear::set_bias(const float* bias) {
   if (bias) std::copy(bias, bias + rows_, bias_.data());
 }
 
-void PackedLinear::pack_sorted_rows(const int32_t* ptr, const uint16_t* idx, const float* values,
-                                    int entry_width) {
-  std::vector<int32_t> order(rows_);
-  std::iota(order.begin(), order.end(), 0);
-  // Longest rows first, ties in row order: the kernel pairs neighbours, so similar lengths waste nothing.
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b];
-  });
-  const int64_t entries = ptr[rows_];
-  ptr_.reset(rows_ + 1);
-  idx_.reset(entries);
-  values_.reset(entries * entry_width);
-  out_row_.reset(rows_);
-  int32_t at = 0;
-  for (int32_t i = 0; i < rows_; ++i) {
-    const int32_t r = order[i], b = ptr[r], len = ptr[r + 1] - ptr[r];
-    ptr_[i] = at;
-    out_row_[i] = r;
-    std::copy(idx + b, idx + b + len, idx_.data() + at);
-    std::copy(values + static_cast<int64_t>(b) * entry_width, values + static_cast<int64_t>(b + len) * entry_width,
-              values_.data() + static_cast<int64_t>(at) * entry_width);
-    at += len;
+namespace {
+
+// Rows per panel: the unit in which rows are re-sorted per K-block and in which threads share out the rows.
+constexpr int32_t kPanelRows = 32;
+
+// Columns per K-block. The activation panel of one block (cols x kTileTokens floats) should fit in L1 next to
+// the streams of weights and outputs: 128 columns = 32 KiB. Blocks only pay while each row still has a few
+// entries per block to amortise reloading its partial sums, so very sparse matrices get wider blocks.
+// SPARSEBERT_KBLOCK overrides the choice (for tuning).
+int32_t choose_kblock_cols(int32_t rows, int32_t cols, int64_t entries, int width) {
+  constexpr int32_t kL1Cols = 128;
+  constexpr double kMinEntriesPerRowBlock = 6.0;
+  if (const char* env = std::getenv("SPARSEBERT_KBLOCK")) {
+    const int v = std::atoi(env);
+    if (v > 0) return std::min(cols, (v + 3) / 4 * 4);
   }
-  ptr_[rows_] = at;
+  const double density = static_cast<double>(entries) * width / (static_cast<double>(rows) * cols);
+  int32_t kb = kL1Cols;
+  while (kb < cols && density * kb < kMinEntriesPerRowBlock) kb *= 2;
+  // A last block much narrower than the others would cost a full pass over the outputs for little work.
+  if (cols <= kb + kb / 2) return cols;
+  return kb;
 }
 
-int64_t PackedLinear::stored_weights() const {
-  switch (layout_) {
-    case Layout::kDense: return static_cast<int64_t>(rows_) * cols_;
-    case Layout::kUnstructured: return static_cast<int64_t>(idx_.size());
-    case Layout::kBlock4: return 4 * static_cast<int64_t>(idx_.size());
+}  // namespace
+
+void PackedLinear::pack_pairs(const int32_t* ptr, const uint16_t* idx, const float* values, int width) {
+  const int64_t entries = ptr[rows_];
+  kblock_cols_ = choose_kblock_cols(rows_, cols_, entries, width);
+  kblocks_ = (cols_ + kblock_cols_ - 1) / kblock_cols_;
+  // Entries index columns (width 1) or 4-blocks (width 4); a 4-block never straddles K-blocks because
+  // kblock_cols_ is a multiple of 4 unless it covers all of K.
+  auto kblock_of = [&](int32_t index) { return index * width / kblock_cols_; };
+
+  // Rows longest first, so each panel holds rows of similar total work.
+  std::vector<int32_t> order(rows_);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b]; });
+  const int32_t panels = (rows_ + kPanelRows - 1) / kPanelRows;
+  panel_pairs_.assign(panels + 1, 0);
+  for (int32_t g = 0; g < panels; ++g) {
+    const int32_t n = std::min(kPanelRows, rows_ - g * kPanelRows);
+    panel_pairs_[g + 1] = panel_pairs_[g] + (n + 1) / 2;
   }
-  return 0;
+  pairs_ = panel_pairs_[panels];
+
+  // Each row's entries split by K-block: seg[r * kblocks_ + b] = [first, last) entry of row r in block b.
+  std::vector<std::pair<int32_t, int32_t>> seg(static_cast<std::size_t>(rows_) * kblocks_);
+  for (int32_t r = 0; r < rows_; ++r) {
+    int32_t j = ptr[r];
+    for (int32_t b = 0; b < kblocks_; ++b) {
+      const int32_t first = j;
+      while (j < ptr[r + 1] && kblock_of(idx[j]) == b) ++j;
+      seg[static_cast<std::size_t>(r) * kblocks_ + b] = {first, j};
+    }
+  }
+  auto seg_len = [&](int32_t r, int32_t b) {
+    const auto& s = seg[static_cast<std::size_t>(r) * kblocks_ + b];
+    return s.second - s.first;
+  };
+
+  // Pass 1: the pairing of every (block, panel) and the padded length of every pair.
+  pair_rows_.reset(static_cast<std::size_t>(kblocks_) * pairs_ * 2);
+  pair_ptr_.reset(static_cast<std::size_t>(kblocks_) * (pairs_ + 1));
+  panel_work_.assign(panels + 1, 0);
+  int64_t total = 0;
+  std::vector<int32_t> members;
+  for (int32_t b = 0; b < kblocks_; ++b) {
+    int32_t* rows_b = pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2;
+    int32_t* ptr_b = pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1);
+    for (int32_t g = 0; g < panels; ++g) {
+      members.assign(order.begin() + g * kPanelRows, order.begin() + std::min(rows_, (g + 1) * kPanelRows));
+      std::stable_sort(members.begin(), members.end(),
+                       [&](int32_t a, int32_t c) { return seg_len(a, b) > seg_len(c, b); });
+      for (std::size_t m = 0; m < members.size(); m += 2) {
+        const int32_t p = panel_pairs_[g] + static_cast<int32_t>(m / 2);
+        const int32_t r0 = members[m], r1 = m + 1 < members.size() ? members[m + 1] : -1;
+        rows_b[2 * p] = r0;
+        rows_b[2 * p + 1] = r1;
+        const int32_t len = std::max(seg_len(r0, b), r1 < 0 ? 0 : seg_len(r1, b));
+        ptr_b[p] = static_cast<int32_t>(total);
+        total += len;
+        panel_work_[g + 1] += len;
+      }
+    }
+    ptr_b[pairs_] = static_cast<int32_t>(total);
+  }
+  require(total <= INT32_MAX, "PackedLinear: too many entries after packing");
+  for (int32_t g = 0; g < panels; ++g) panel_work_[g + 1] += panel_work_[g];
+
+  // Pass 2: interleave each pair's entries; the shorter row is padded with weight-0 entries that repeat one of
+  // its indices in this block (or the block's first index), so every load stays inside the block's panel.
+  idx_.reset(2 * total);
+  values_.reset(2 * total * width);
+  for (int32_t b = 0; b < kblocks_; ++b) {
+    const int32_t* rows_b = pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2;
+    const int32_t* ptr_b = pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1);
+    const int32_t pad_index = b * kblock_cols_ / width;
+    for (int32_t p = 0; p < pairs_; ++p) {
+      for (int32_t side = 0; side < 2; ++side) {
+        const int32_t r = rows_b[2 * p + side];
+        const auto s = r < 0 ? std::pair<int32_t, int32_t>{0, 0} : seg[static_cast<std::size_t>(r) * kblocks_ + b];
+        for (int32_t e = ptr_b[p]; e < ptr_b[p + 1]; ++e) {
+          const int32_t j = s.first + (e - ptr_b[p]);
+          const bool real = j < s.second;
+          idx_[2 * static_cast<int64_t>(e) + side] =
+              static_cast<uint16_t>(real ? idx[j] : (s.second > s.first ? idx[s.second - 1] : pad_index));
+          float* dst = values_.data() + (2 * static_cast<int64_t>(e) + side) * width;
+          for (int q = 0; q < width; ++q) dst[q] = real ? values[static_cast<int64_t>(j) * width + q] : 0.0f;
+        }
+      }
+    }
+  }
 }
 
 int64_t PackedLinear::nbytes() const {
-  return static_cast<int64_t>(bias_.nbytes() + dense_.nbytes() + ptr_.nbytes() + idx_.nbytes() +
-                              values_.nbytes() + out_row_.nbytes());
+  return static_cast<int64_t>(bias_.nbytes() + dense_.nbytes() + pair_ptr_.nbytes() + pair_rows_.nbytes() +
+                              idx_.nbytes() + values_.nbytes() +
+                              panel_pairs_.size() * sizeof(int32_t) + panel_work_.size() * sizeof(int64_t));
 }
 
-std::vector<int32_t> PackedLinear::split_rows(int chunks) const {
-  std::vector<int32_t> bounds(chunks + 1, rows_);
+std::vector<int32_t> PackedLinear::split_pairs(int chunks) const {
+  // Equal work (entries over all K-blocks), cut at panel boundaries.
+  const int32_t panels = static_cast<int32_t>(panel_pairs_.size()) - 1;
+  std::vector<int32_t> bounds(chunks + 1, pairs_);
   bounds[0] = 0;
-  if (layout_ == Layout::kDense) {
-    for (int c = 1; c < chunks; ++c) bounds[c] = static_cast<int32_t>(static_cast<int64_t>(rows_) * c / chunks);
-    return bounds;
-  }
-  // Equal numbers of entries (the work), not of rows: stored rows are sorted by length. The row count of each
-  // piece is rounded to even so the kernel's row pairs are not broken up.
-  const int64_t total = ptr_[rows_];
+  const int64_t total = panel_work_[panels];
   for (int c = 1; c < chunks; ++c) {
     const int64_t target = total * c / chunks;
-    const int32_t* it = std::lower_bound(ptr_.data(), ptr_.data() + rows_ + 1, static_cast<int32_t>(target));
-    int32_t r = static_cast<int32_t>(it - ptr_.data());
-    r -= r & 1;
-    bounds[c] = std::max(bounds[c - 1], std::min(r, rows_));
+    const auto it = std::lower_bound(panel_work_.begin(), panel_work_.end(), target);
+    const int32_t g = static_cast<int32_t>(std::min<std::ptrdiff_t>(it - panel_work_.begin(), panels));
+    bounds[c] = std::max(bounds[c - 1], panel_pairs_[g]);
   }
   return bounds;
 }
 
-void PackedLinear::run_rows(const KernelTable& kernels, int32_t r0, int32_t r1, const float* x, float* y,
-                            int32_t n, const Epilogue& ep) const {
+void PackedLinear::run_dense_rows(const KernelTable& kernels, int32_t r0, int32_t r1, const float* x, float* y,
+                                  int32_t n, const Epilogue& ep) const {
   if (r0 >= r1) return;
-  switch (layout_) {
-    case Layout::kDense: {
-      Epilogue shifted = ep;
-      shifted.bias = ep.bias + r0;
-      if (ep.residual) shifted.residual = ep.residual + static_cast<int64_t>(r0) * ep.ldr;
-      kernels.gemm(r1 - r0, n, cols_, dense_.data() + static_cast<int64_t>(r0) * cols_, cols_, x, kTileTokens,
-                   y + static_cast<int64_t>(r0) * kTileTokens, kTileTokens, shifted);
-      break;
-    }
-    case Layout::kUnstructured:
-      kernels.spmm_csr(CsrView{ptr_.data(), idx_.data(), values_.data(), out_row_.data()}, r0, r1, x, kTileTokens,
-                       y, kTileTokens, n, ep);
-      break;
-    case Layout::kBlock4:
-      kernels.spmm_block4(Block4View{ptr_.data(), idx_.data(), values_.data(), out_row_.data()}, r0, r1, x,
-                          kTileTokens, y, kTileTokens, n, ep);
-      break;
+  Epilogue shifted = ep;
+  shifted.bias = ep.bias + r0;
+  if (ep.residual) shifted.residual = ep.residual + static_cast<int64_t>(r0) * ep.ldr;
+  kernels.gemm(r1 - r0, n, cols_, dense_.data() + static_cast<int64_t>(r0) * cols_, cols_, x, kTileTokens,
+               y + static_cast<int64_t>(r0) * kTileTokens, kTileTokens, shifted);
+}
+
+void PackedLinear::run_sparse_pairs(const KernelTable& kernels, int32_t p0, int32_t p1, const float* x, float* y,
+                                    int32_t n, const Epilogue& ep) const {
+  if (p0 >= p1) return;
+  const SpmmFn spmm = layout_ == Layout::kUnstructured ? kernels.spmm_csr : kernels.spmm_block4;
+  for (int32_t b = 0; b < kblocks_; ++b) {
+    Epilogue step = ep;
+    step.accumulate = b > 0;
+    step.partial = b + 1 < kblocks_;
+    const PairedView view{pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1),
+                          pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2, idx_.data(),
+                          values_.data()};
+    spmm(view, p0, p1, x, kTileTokens, y, kTileTokens, n, step);
   }
 }
 
@@ -193,13 +277,24 @@ void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const T
   if (residual && (residual->features() != rows_ || residual->tokens() != x.tokens()))
     throw std::invalid_argument("PackedLinear: residual shape does not match the output");
   const int32_t tiles = x.num_tiles();
-  // Whole tiles per task when they divide evenly among the threads (no shared panel, no imbalance); otherwise
-  // each tile is also cut into row pieces so the dynamic schedule can even out the load.
+  const bool dense = layout_ == Layout::kDense;
+  // Each tile is cut into row pieces so that there are about kTasksPerThread tasks per thread: the dynamic
+  // schedule then evens out uneven tiles, and a thread that the OS preempts (a shared machine, other thread
+  // pools in the process) costs one small task, not half the layer. A piece re-reads its tile's activations,
+  // which stay in that core's cache, so finer pieces cost little.
+  constexpr int kTasksPerThread = 4;
   const int threads = pool.size();
   int chunks = 1;
-  if (threads > 1 && tiles % threads != 0) chunks = std::max(1, (4 * threads + tiles - 1) / tiles);
-  chunks = std::min<int>(chunks, std::max(1, rows_ / 16));
-  const std::vector<int32_t> bounds = split_rows(chunks);
+  if (threads > 1) chunks = std::max(1, (kTasksPerThread * threads + tiles - 1) / tiles);
+  const int32_t units = dense ? rows_ / 16 : static_cast<int32_t>(panel_pairs_.size()) - 1;
+  chunks = std::max(1, std::min(chunks, units));
+  std::vector<int32_t> bounds;
+  if (dense) {
+    bounds.assign(chunks + 1, rows_);
+    for (int c = 0; c < chunks; ++c) bounds[c] = static_cast<int32_t>(static_cast<int64_t>(rows_) * c / chunks);
+  } else {
+    bounds = split_pairs(chunks);
+  }
   pool.parallel_for(tiles * chunks, [&](int task, int) {
     const int32_t tile = task / chunks, chunk = task % chunks;
     Epilogue ep;
@@ -209,7 +304,11 @@ void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const T
       ep.residual = residual->tile(tile);
       ep.ldr = kTileTokens;
     }
-    run_rows(kernels, bounds[chunk], bounds[chunk + 1], x.tile(tile), y.tile(tile), x.tokens_in_tile(tile), ep);
+    if (dense)
+      run_dense_rows(kernels, bounds[chunk], bounds[chunk + 1], x.tile(tile), y.tile(tile), x.tokens_in_tile(tile), ep);
+    else
+      run_sparse_pairs(kernels, bounds[chunk], bounds[chunk + 1], x.tile(tile), y.tile(tile),
+                       x.tokens_in_tile(tile), ep);
   });
 }
 

@@ -36,7 +36,7 @@ class PackedLinear {
   Layout layout() const { return layout_; }
   int32_t rows() const { return rows_; }
   int32_t cols() const { return cols_; }
-  int64_t stored_weights() const;  // dense: rows*cols; unstructured: nnz; block4: 4 * blocks
+  int64_t stored_weights() const { return stored_; }  // dense: rows*cols; unstructured: nnz; block4: 4*blocks
   int64_t nbytes() const;          // memory held by the packed weights and bias
 
   // y = act(W x + b) (+ residual) for every token of x, split over the pool. y is resized to rows() x tokens;
@@ -47,22 +47,39 @@ class PackedLinear {
  private:
   PackedLinear(Layout layout, int32_t rows, int32_t cols) : layout_(layout), rows_(rows), cols_(cols) {}
   void set_bias(const float* bias);
-  // Reorders rows by descending length (see kernels/simd/spmm.inl) and fills ptr_/idx_/values_/out_row_.
-  void pack_sorted_rows(const int32_t* ptr, const uint16_t* idx, const float* values, int entry_width);
-  // Stored-row boundaries of `chunks` pieces with about equal work each.
-  std::vector<int32_t> split_rows(int chunks) const;
-  // Stored rows [r0, r1) of one tile.
-  void run_rows(const KernelTable& kernels, int32_t r0, int32_t r1, const float* x, float* y, int32_t n,
-                const Epilogue& ep) const;
+  // Builds the paired, K-blocked layout of the sparse kernels from validated compressed rows (see below).
+  void pack_pairs(const int32_t* ptr, const uint16_t* idx, const float* values, int width);
+  // Pair boundaries of `chunks` pieces of about equal work, cut at panel boundaries.
+  std::vector<int32_t> split_pairs(int chunks) const;
+  // Dense rows [r0, r1) of one tile.
+  void run_dense_rows(const KernelTable& kernels, int32_t r0, int32_t r1, const float* x, float* y, int32_t n,
+                      const Epilogue& ep) const;
+  // Sparse pairs [p0, p1) of one tile, every K-block.
+  void run_sparse_pairs(const KernelTable& kernels, int32_t p0, int32_t p1, const float* x, float* y, int32_t n,
+                        const Epilogue& ep) const;
 
   Layout layout_;
   int32_t rows_, cols_;
+  int64_t stored_ = 0;              // weights stored by the caller's arrays (no packing padding)
   AlignedBuffer<float> bias_;
   AlignedBuffer<float> dense_;      // kDense: [rows][cols]
-  AlignedBuffer<int32_t> ptr_;      // sparse: rows + 1 entry offsets, in stored-row order
-  AlignedBuffer<uint16_t> idx_;     // sparse: column (unstructured) or block index (block4)
-  AlignedBuffer<float> values_;     // sparse: 1 or 4 weights per entry
-  AlignedBuffer<int32_t> out_row_;  // sparse: stored row -> row of y
+
+  // Sparse layouts (kernels/kernels.h, PairedView). Rows are sorted by length and cut into panels of
+  // kPanelRows; the columns are cut into K-blocks of kblock_cols_, so that one block's activation panel
+  // (kblock_cols_ x kTileTokens floats) stays in L1 while the rows' entries in that block stream past, the
+  // kernel running once per K-block and carrying partial sums in y. Within each (K-block, panel) the rows are
+  // re-sorted by their length in that block and paired, so a pair's two rows need little padding. Every
+  // K-block has the same number of pairs per panel, so a range of panels is the same set of output rows in
+  // every block and threads can own panel ranges.
+  int32_t kblock_cols_ = 0;
+  int32_t kblocks_ = 1;
+  int32_t pairs_ = 0;               // pairs per K-block
+  AlignedBuffer<int32_t> pair_ptr_;  // kblocks_ x (pairs_ + 1) absolute entry offsets
+  AlignedBuffer<int32_t> pair_rows_; // kblocks_ x pairs_ x 2 output rows (-1: no second row)
+  AlignedBuffer<uint16_t> idx_;      // 2 per entry
+  AlignedBuffer<float> values_;      // 2 x width per entry
+  std::vector<int32_t> panel_pairs_;  // panels + 1: first pair of each panel
+  std::vector<int64_t> panel_work_;   // panels + 1: prefix sums of entries per panel over all K-blocks
 };
 
 }  // namespace sparsebert

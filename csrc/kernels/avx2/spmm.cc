@@ -14,14 +14,14 @@ namespace {
 #include "kernels/simd/spmm.inl"
 }  // namespace
 
-void spmm_csr(const CsrView& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx, float* y,
+void spmm_csr(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx, float* y,
               int64_t ldy, int32_t n, const Epilogue& ep) {
-  spmm_impl<Simd>(w, row_begin, row_end, x, ldx, y, ldy, n, ep);
+  spmm_impl<Simd, 1>(w, pair_begin, pair_end, x, ldx, y, ldy, n, ep);
 }
 
-void spmm_block4(const Block4View& w, int32_t row_begin, int32_t row_end, const float* x, int64_t ldx, float* y,
+void spmm_block4(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx, float* y,
                  int64_t ldy, int32_t n, const Epilogue& ep) {
-  spmm_impl<Simd>(w, row_begin, row_end, x, ldx, y, ldy, n, ep);
+  spmm_impl<Simd, 4>(w, pair_begin, pair_end, x, ldx, y, ldy, n, ep);
 }
 
 }  // namespace avx2

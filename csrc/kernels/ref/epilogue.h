@@ -27,8 +27,15 @@ inline float activate(float v, Activation act) {
   return v;
 }
 
+// Zeroes row y before accumulation, unless the epilogue continues a previous K-block's sums.
+inline void start_row(float* y, int32_t n, const Epilogue& ep) {
+  if (!ep.accumulate)
+    for (int32_t t = 0; t < n; ++t) y[t] = 0.0f;
+}
+
 // Finishes row `row` of Y whose n accumulated values are in y.
 inline void finish_row(float* y, int32_t n, int32_t row, const Epilogue& ep) {
+  if (ep.partial) return;
   const float b = ep.bias ? ep.bias[row] : 0.0f;
   const float* res = ep.residual ? ep.residual + row * ep.ldr : nullptr;
   for (int32_t t = 0; t < n; ++t) {

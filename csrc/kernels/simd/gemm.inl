@@ -7,7 +7,7 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
   using V = typename S::V;
   V acc[R][NV];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
+    for (int v = 0; v < NV; ++v) acc[r][v] = initial_acc<S>(y + (row0 + r) * ldy + c0 + v * S::kLanes, ep);
   const float* xc = x + c0;
   for (int32_t kk = 0; kk < k; ++kk) {
     V xv[NV];

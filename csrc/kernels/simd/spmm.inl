@@ -1,89 +1,88 @@
 // Sparse x dense kernels, written once over an ISA's `Simd` primitives.
 //
 // Tokens are vectorised: a chunk of S::kSpmmVecs vectors (64 tokens on AVX-512) of one output row accumulates
-// `weight * X[k][chunk]` over the row's nonzeros, the weight broadcast. Unstructured rows share no activation
-// loads, so the only way to hide the FMA latency is more independent accumulators: two rows are walked side by
-// side (the packer sorted rows by length, so neighbours are about as long), then the longer one's remainder alone.
+// `weight * X[k][chunk]` over the row's entries, the weight broadcast. Unstructured rows share no activation
+// loads, so the FMA latency is hidden by walking two rows at once (2 x kSpmmVecs accumulators); the packer pads
+// the two rows of a pair to the same length, so the inner loop is one straight run with no remainder.
 
-// Entries [j, end) of an unstructured row into acc.
-template <class S, int NV>
-inline void accumulate_entries(const CsrView& w, int32_t j, int32_t end, const float* x, int64_t ldx,
-                               typename S::V* acc) {
-  for (; j < end; ++j) {
-    const typename S::V wv = S::set1(w.val[j]);
-    const float* xr = x + w.idx[j] * ldx;
-    for (int v = 0; v < NV; ++v) acc[v] = S::fmadd(wv, S::load(xr + v * S::kLanes), acc[v]);
-  }
-}
-
-// Entries [j, end) of a 4-block row into acc: one index serves four consecutive input rows.
-template <class S, int NV>
-inline void accumulate_entries(const Block4View& w, int32_t j, int32_t end, const float* x, int64_t ldx,
-                               typename S::V* acc) {
-  for (; j < end; ++j) {
-    const float* wv = w.val + 4 * static_cast<int64_t>(j);
-    const float* xr = x + 4 * static_cast<int64_t>(w.idx[j]) * ldx;
-    for (int q = 0; q < 4; ++q) {
-      const typename S::V wq = S::set1(wv[q]);
-      for (int v = 0; v < NV; ++v) acc[v] = S::fmadd(wq, S::load(xr + q * ldx + v * S::kLanes), acc[v]);
-    }
-  }
-}
-
-// One chunk of NV vectors starting at token c0, for stored rows [rb, re).
-template <class S, int NV, class View>
-inline void spmm_chunk(const View& w, int32_t rb, int32_t re, const float* x, int64_t ldx, float* y, int64_t ldy,
-                       int32_t c0, const Epilogue& ep) {
+template <class S, int NV, int W>
+inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
+                             int64_t ldy, int32_t c0, const Epilogue& ep) {
   using V = typename S::V;
   x += c0;
-  int32_t r = rb;
-  for (; r + 1 < re; r += 2) {
+  for (int32_t p = pb; p < pe; ++p) {
+    const int32_t o0 = w.rows[2 * p], o1 = w.rows[2 * p + 1];
+    const int32_t begin = w.ptr[p], end = w.ptr[p + 1];
+    float* y0 = y + o0 * ldy + c0;
+    if (o1 < 0) {  // the odd row out of a panel: one row alone
+      V a0[NV];
+      for (int v = 0; v < NV; ++v) a0[v] = initial_acc<S>(y0 + v * S::kLanes, ep);
+      for (int32_t j = begin; j < end; ++j) {
+        const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
+        const float* w0 = w.val + 2 * W * static_cast<int64_t>(j);
+        for (int q = 0; q < W; ++q) {
+          const V wq = S::set1(w0[q]);
+          for (int v = 0; v < NV; ++v) a0[v] = S::fmadd(wq, S::load(x0 + q * ldx + v * S::kLanes), a0[v]);
+        }
+      }
+      for (int v = 0; v < NV; ++v) store_with_epilogue<S>(a0[v], o0, y0 + v * S::kLanes, c0 + v * S::kLanes, ep);
+      continue;
+    }
+    float* y1 = y + o1 * ldy + c0;
     V a0[NV], a1[NV];
-    for (int v = 0; v < NV; ++v) a0[v] = a1[v] = S::zero();
-    const int32_t b0 = w.ptr[r], e0 = w.ptr[r + 1], b1 = w.ptr[r + 1], e1 = w.ptr[r + 2];
-    const int32_t common = (e0 - b0) < (e1 - b1) ? (e0 - b0) : (e1 - b1);
-    for (int32_t q = 0; q < common; ++q) {
-      accumulate_entries<S, NV>(w, b0 + q, b0 + q + 1, x, ldx, a0);
-      accumulate_entries<S, NV>(w, b1 + q, b1 + q + 1, x, ldx, a1);
+    // The flags are tested once per pair, not per vector, so the accumulators stay in registers.
+    if (ep.accumulate) {
+      for (int v = 0; v < NV; ++v) {
+        a0[v] = S::load(y0 + v * S::kLanes);
+        a1[v] = S::load(y1 + v * S::kLanes);
+      }
+    } else {
+      for (int v = 0; v < NV; ++v) a0[v] = a1[v] = S::zero();
     }
-    accumulate_entries<S, NV>(w, b0 + common, e0, x, ldx, a0);
-    accumulate_entries<S, NV>(w, b1 + common, e1, x, ldx, a1);
-    const int32_t o0 = w.out_row[r], o1 = w.out_row[r + 1];
+    for (int32_t j = begin; j < end; ++j) {
+      const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
+      const float* x1 = x + static_cast<int64_t>(w.idx[2 * j + 1]) * W * ldx;
+      const float* wv = w.val + 2 * W * static_cast<int64_t>(j);
+      for (int q = 0; q < W; ++q) {
+        const V w0 = S::set1(wv[q]), w1 = S::set1(wv[W + q]);
+        for (int v = 0; v < NV; ++v) {
+          a0[v] = S::fmadd(w0, S::load(x0 + q * ldx + v * S::kLanes), a0[v]);
+          a1[v] = S::fmadd(w1, S::load(x1 + q * ldx + v * S::kLanes), a1[v]);
+        }
+      }
+    }
+    if (ep.partial) {
+      for (int v = 0; v < NV; ++v) {
+        S::store(y0 + v * S::kLanes, a0[v]);
+        S::store(y1 + v * S::kLanes, a1[v]);
+      }
+      continue;
+    }
     for (int v = 0; v < NV; ++v) {
       const int32_t lane = c0 + v * S::kLanes;
-      store_with_epilogue<S>(a0[v], o0, y + o0 * ldy + lane, lane, ep);
-      store_with_epilogue<S>(a1[v], o1, y + o1 * ldy + lane, lane, ep);
-    }
-  }
-  if (r < re) {
-    V a0[NV];
-    for (int v = 0; v < NV; ++v) a0[v] = S::zero();
-    accumulate_entries<S, NV>(w, w.ptr[r], w.ptr[r + 1], x, ldx, a0);
-    const int32_t o0 = w.out_row[r];
-    for (int v = 0; v < NV; ++v) {
-      const int32_t lane = c0 + v * S::kLanes;
-      store_with_epilogue<S>(a0[v], o0, y + o0 * ldy + lane, lane, ep);
+      store_with_epilogue<S>(a0[v], o0, y0 + v * S::kLanes, lane, ep);
+      store_with_epilogue<S>(a1[v], o1, y1 + v * S::kLanes, lane, ep);
     }
   }
 }
 
 // Picks the instantiation for a (possibly short, last) chunk of nv vectors.
-template <class S, int NV = S::kSpmmVecs, class View>
-inline void spmm_chunk_nv(int nv, const View& w, int32_t rb, int32_t re, const float* x, int64_t ldx, float* y,
-                          int64_t ldy, int32_t c0, const Epilogue& ep) {
+template <class S, int W, int NV = S::kSpmmVecs>
+inline void spmm_chunk_nv(int nv, const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx,
+                          float* y, int64_t ldy, int32_t c0, const Epilogue& ep) {
   if constexpr (NV > 1) {
-    if (nv < NV) return spmm_chunk_nv<S, NV - 1>(nv, w, rb, re, x, ldx, y, ldy, c0, ep);
+    if (nv < NV) return spmm_chunk_nv<S, W, NV - 1>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
   }
-  spmm_chunk<S, NV>(w, rb, re, x, ldx, y, ldy, c0, ep);
+  spmm_pairs_chunk<S, NV, W>(w, pb, pe, x, ldx, y, ldy, c0, ep);
 }
 
-template <class S, class View>
-inline void spmm_impl(const View& w, int32_t rb, int32_t re, const float* x, int64_t ldx, float* y, int64_t ldy,
-                 int32_t n, const Epilogue& ep) {
+template <class S, int W>
+inline void spmm_impl(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
+                      int64_t ldy, int32_t n, const Epilogue& ep) {
   constexpr int32_t kChunk = S::kSpmmVecs * S::kLanes;
   for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
     const int32_t rest = n - c0;
     const int nv = rest >= kChunk ? S::kSpmmVecs : (rest + S::kLanes - 1) / S::kLanes;
-    spmm_chunk_nv<S>(nv, w, rb, re, x, ldx, y, ldy, c0, ep);
+    spmm_chunk_nv<S, W>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
   }
 }

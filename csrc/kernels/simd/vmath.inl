@@ -30,7 +30,7 @@ inline typename S::V vgelu(typename S::V x) {
   using V = typename S::V;
   const V one = S::set1(1.0f);
   const V z = S::mul(S::abs(x), S::set1(0.70710678118654752f));
-  const V t = S::div(one, S::fmadd(S::set1(0.3275911f), z, one));
+  const V t = S::rcp(S::fmadd(S::set1(0.3275911f), z, one));
   V poly = S::set1(1.061405429f);
   poly = S::fmadd(poly, t, S::set1(-1.453152027f));
   poly = S::fmadd(poly, t, S::set1(1.421413741f));
@@ -48,7 +48,7 @@ inline typename S::V vtanh(typename S::V x) {
   const V one = S::set1(1.0f);
   const V ax = S::abs(x);
   // 1 - 2 / (e^{2|x|} + 1) for most of the range; near 0 that subtraction cancels, so a Taylor polynomial.
-  const V big = S::sub(one, S::div(S::set1(2.0f), S::add(vexp<S>(S::add(ax, ax)), one)));
+  const V big = S::sub(one, S::mul(S::set1(2.0f), S::rcp(S::add(vexp<S>(S::add(ax, ax)), one))));
   const V x2 = S::mul(x, x);
   V p = S::set1(-17.0f / 315.0f);
   p = S::fmadd(p, x2, S::set1(2.0f / 15.0f));
@@ -68,6 +68,10 @@ inline typename S::V vgelu_tanh(typename S::V x) {
 // Stores one vector of row `row` of Y at yp (lane offset `lane` within the row) after the epilogue.
 template <class S>
 inline void store_with_epilogue(typename S::V acc, int32_t row, float* yp, int64_t lane, const Epilogue& ep) {
+  if (ep.partial) {
+    S::store(yp, acc);
+    return;
+  }
   if (ep.bias) acc = S::add(acc, S::set1(ep.bias[row]));
   switch (ep.act) {
     case Activation::kGelu: acc = vgelu<S>(acc); break;
@@ -78,4 +82,10 @@ inline void store_with_epilogue(typename S::V acc, int32_t row, float* yp, int64
   }
   if (ep.residual) acc = S::add(acc, S::load(ep.residual + row * ep.ldr + lane));
   S::store(yp, acc);
+}
+
+// The starting value of an accumulator for row `row` at yp: zero, or a previous K-block's partial sum.
+template <class S>
+inline typename S::V initial_acc(const float* yp, const Epilogue& ep) {
+  return ep.accumulate ? S::load(yp) : S::zero();
 }
