@@ -6,6 +6,8 @@ void spmm_block4(const PairedView& w, int32_t pair_begin, int32_t pair_end, cons
                  int64_t ldy, int32_t n, const Epilogue& ep);
 void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
           int64_t ldy, const Epilogue& ep);
+void gemm_wt(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
+          int64_t ldy, const Epilogue& ep);
 void layer_norm(int32_t features, int32_t n, const float* x, int64_t ldx, float* y, int64_t ldy,
                 const float* gamma, const float* beta, float eps);
 void softmax_cols(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep);

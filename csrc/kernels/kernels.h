@@ -41,7 +41,8 @@ struct PairedView {
 using SpmmFn = void (*)(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx,
                         float* y, int64_t ldy, int32_t n, const Epilogue& ep);
 
-// Dense Y[m][n] = W[m][k] X[k][n] (+ epilogue); W row-major with stride ldw.
+// Dense Y[m][n] = W[m][k] X[k][n] (+ epilogue); W row-major with stride ldw. The `gemm_wt` entry takes W
+// transposed instead (W[r][k] at w[k * ldw + r]), so attention can use keys as GEMM rows without transposing.
 using GemmFn = void (*)(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x,
                         int64_t ldx, float* y, int64_t ldy, const Epilogue& ep);
 
@@ -63,6 +64,7 @@ struct KernelTable {
   SpmmFn spmm_csr;
   SpmmFn spmm_block4;
   GemmFn gemm;
+  GemmFn gemm_wt;
   LayerNormFn layer_norm;
   SoftmaxColsFn softmax_cols;
   FmaPeakFn fma_peak;

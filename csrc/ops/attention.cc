@@ -12,7 +12,7 @@ void AttentionScratch::resize(int32_t seq, int32_t head_dim) {
   const int32_t new_ld = (seq + 15) / 16 * 16;
   ld = new_ld;
   q.ensure(static_cast<std::size_t>(head_dim) * new_ld);
-  kt.ensure(static_cast<std::size_t>(seq) * head_dim);
+  k.ensure(static_cast<std::size_t>(head_dim) * new_ld);
   v.ensure(static_cast<std::size_t>(head_dim) * new_ld);
   p.ensure(static_cast<std::size_t>(seq) * new_ld);
   ctx.ensure(static_cast<std::size_t>(head_dim) * new_ld);
@@ -30,16 +30,6 @@ void gather_rows(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0,
     for (int32_t d = 0; d < count; ++d)
       std::memcpy(dst + d * ld + i, tile + static_cast<int64_t>(row0 + d) * kTileTokens + lane, run * sizeof(float));
     i += run;
-  }
-}
-
-// K^T[j][d] from rows [row0, row0 + count) of tokens [t0, t0 + seq): keys become GEMM rows.
-void gather_transposed(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0, int32_t seq, float* dst) {
-  for (int32_t j = 0; j < seq; ++j) {
-    const int32_t t = t0 + j, lane = t % kTileTokens;
-    const float* col = src.tile(t / kTileTokens) + static_cast<int64_t>(row0) * kTileTokens + lane;
-    float* out = dst + static_cast<int64_t>(j) * count;
-    for (int32_t d = 0; d < count; ++d) out[d] = col[d * kTileTokens];
   }
 }
 
@@ -72,12 +62,13 @@ void multi_head_attention(const KernelTable& kernels, ThreadPool& pool, const At
     AttentionScratch& sc = scratch[thread];
     const int64_t ld = sc.ld;
     gather_rows(qkv, h * s.head_dim, s.head_dim, t0, s.seq, sc.q.data(), ld);
-    gather_transposed(qkv, hidden + h * s.head_dim, s.head_dim, t0, s.seq, sc.kt.data());
+    gather_rows(qkv, hidden + h * s.head_dim, s.head_dim, t0, s.seq, sc.k.data(), ld);
     gather_rows(qkv, 2 * hidden + h * s.head_dim, s.head_dim, t0, s.seq, sc.v.data(), ld);
 
     // scores^T[j][i] = K_j . Q_i: one row per key, so the softmax runs down columns with queries vectorised.
+    // K is stored [dh][seq] like Q; gemm_wt reads it as the transposed W, so no transpose is needed.
     const Epilogue none;
-    kernels.gemm(s.seq, s.seq, s.head_dim, sc.kt.data(), s.head_dim, sc.q.data(), ld, sc.p.data(), ld, none);
+    kernels.gemm_wt(s.seq, s.seq, s.head_dim, sc.k.data(), ld, sc.q.data(), ld, sc.p.data(), ld, none);
     const uint8_t* seq_keep = keep + t0;
     bool any = false;
     for (int32_t j = 0; j < s.seq && !any; ++j) any = seq_keep[j] != 0;

@@ -12,12 +12,12 @@ namespace sparsebert {
 
 class ThreadPool;
 
-// Per-thread work space for one (sequence, head): Q [dh][ld], K^T [seq][dh], V [dh][ld], scores/probabilities
-// [seq][ld], context [dh][ld], with ld = seq rounded up to 16 so kernels may touch whole vectors.
+// Per-thread work space for one (sequence, head): Q, K and V [dh][ld], scores/probabilities [seq][ld], context
+// [dh][ld], with ld = seq rounded up to 16 so kernels may touch whole vectors.
 struct AttentionScratch {
   void resize(int32_t seq, int32_t head_dim);
   int32_t ld = 0;
-  AlignedBuffer<float> q, kt, v, p, ctx;
+  AlignedBuffer<float> q, k, v, p, ctx;
 };
 
 struct AttentionShape {

@@ -282,7 +282,10 @@ void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const T
   // schedule then evens out uneven tiles, and a thread that the OS preempts (a shared machine, other thread
   // pools in the process) costs one small task, not half the layer. A piece re-reads its tile's activations,
   // which stay in that core's cache, so finer pieces cost little.
-  constexpr int kTasksPerThread = 4;
+  const int kTasksPerThread = [] {
+    const char* env = std::getenv("SPARSEBERT_TASKS_PER_THREAD");
+    return env && std::atoi(env) > 0 ? std::atoi(env) : 4;
+  }();
   const int threads = pool.size();
   int chunks = 1;
   if (threads > 1) chunks = std::max(1, (kTasksPerThread * threads + tiles - 1) / tiles);

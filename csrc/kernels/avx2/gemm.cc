@@ -16,7 +16,12 @@ namespace {
 
 void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
           int64_t ldy, const Epilogue& ep) {
-  gemm_impl<Simd>(m, n, k, w, ldw, x, ldx, y, ldy, ep);
+  gemm_impl<Simd, false>(m, n, k, w, ldw, x, ldx, y, ldy, ep);
+}
+
+void gemm_wt(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
+             int64_t ldy, const Epilogue& ep) {
+  gemm_impl<Simd, true>(m, n, k, w, ldw, x, ldx, y, ldy, ep);
 }
 
 }  // namespace avx2

@@ -40,19 +40,33 @@ void spmm_block4(const PairedView& w, int32_t pair_begin, int32_t pair_end, cons
   spmm_pairs<4>(w, pair_begin, pair_end, x, ldx, y, ldy, n, ep);
 }
 
-void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
-          int64_t ldy, const Epilogue& ep) {
+namespace {
+
+// W[i][kk] at w[i * row_stride + kk * col_stride].
+void gemm_strided(int32_t m, int32_t n, int32_t k, const float* w, int64_t row_stride, int64_t col_stride,
+                  const float* x, int64_t ldx, float* y, int64_t ldy, const Epilogue& ep) {
   for (int32_t i = 0; i < m; ++i) {
     float* yr = y + i * ldy;
-    const float* wr = w + i * ldw;
     start_row(yr, n, ep);
     for (int32_t kk = 0; kk < k; ++kk) {
-      const float wv = wr[kk];
+      const float wv = w[i * row_stride + kk * col_stride];
       const float* xr = x + kk * ldx;
       for (int32_t t = 0; t < n; ++t) yr[t] += wv * xr[t];
     }
     finish_row(yr, n, i, ep);
   }
+}
+
+}  // namespace
+
+void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
+          int64_t ldy, const Epilogue& ep) {
+  gemm_strided(m, n, k, w, ldw, 1, x, ldx, y, ldy, ep);
+}
+
+void gemm_wt(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
+             int64_t ldy, const Epilogue& ep) {
+  gemm_strided(m, n, k, w, 1, ldw, x, ldx, y, ldy, ep);
 }
 
 }  // namespace ref

@@ -1,7 +1,8 @@
 // Dense GEMM Y[m][n] = W[m][k] X[k][n], written once over an ISA's `Simd` primitives: a register tile of
 // R rows x NV token vectors; each step loads NV activation vectors once and reuses them for R broadcast weights.
+// WT selects the transposed W (W[r][k] at w[k * ldw + r]).
 
-template <class S, int R, int NV>
+template <class S, bool WT, int R, int NV>
 inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y, int64_t ldy,
                       int32_t row0, int32_t c0, const Epilogue& ep) {
   using V = typename S::V;
@@ -13,7 +14,7 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
     V xv[NV];
     for (int v = 0; v < NV; ++v) xv[v] = S::load(xc + kk * ldx + v * S::kLanes);
     for (int r = 0; r < R; ++r) {
-      const V wv = S::set1(w[r * ldw + kk]);
+      const V wv = S::set1(WT ? w[kk * ldw + r] : w[r * ldw + kk]);
       for (int v = 0; v < NV; ++v) acc[r][v] = S::fmadd(wv, xv[v], acc[r][v]);
     }
   }
@@ -24,25 +25,25 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
     }
 }
 
-template <class S, int R, int NV = S::kGemmVecs>
+template <class S, bool WT, int R, int NV = S::kGemmVecs>
 inline void gemm_tile_nv(int nv, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
                          int64_t ldy, int32_t row0, int32_t c0, const Epilogue& ep) {
   if constexpr (NV > 1) {
-    if (nv < NV) return gemm_tile_nv<S, R, NV - 1>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+    if (nv < NV) return gemm_tile_nv<S, WT, R, NV - 1>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
   }
-  gemm_tile<S, R, NV>(k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+  gemm_tile<S, WT, R, NV>(k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
 }
 
-template <class S, int R = S::kGemmRows>
+template <class S, bool WT, int R = S::kGemmRows>
 inline void gemm_tile_rv(int rows, int nv, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx,
                          float* y, int64_t ldy, int32_t row0, int32_t c0, const Epilogue& ep) {
   if constexpr (R > 1) {
-    if (rows < R) return gemm_tile_rv<S, R - 1>(rows, nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+    if (rows < R) return gemm_tile_rv<S, WT, R - 1>(rows, nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
   }
-  gemm_tile_nv<S, R>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
+  gemm_tile_nv<S, WT, R>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
 }
 
-template <class S>
+template <class S, bool WT>
 inline void gemm_impl(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx,
                  float* y, int64_t ldy, const Epilogue& ep) {
   constexpr int32_t kChunk = S::kGemmVecs * S::kLanes;
@@ -52,7 +53,7 @@ inline void gemm_impl(int32_t m, int32_t n, int32_t k, const float* w, int64_t l
     const int nv = rest >= kChunk ? S::kGemmVecs : (rest + S::kLanes - 1) / S::kLanes;
     for (int32_t i = 0; i < m; i += S::kGemmRows) {
       const int rows = (m - i) < S::kGemmRows ? (m - i) : S::kGemmRows;
-      gemm_tile_rv<S>(rows, nv, k, w + i * ldw, ldw, x, ldx, y, ldy, i, c0, ep);
+      gemm_tile_rv<S, WT>(rows, nv, k, WT ? w + i : w + i * ldw, ldw, x, ldx, y, ldy, i, c0, ep);
     }
   }
 }
