@@ -1,4 +1,4 @@
-"""The ``sparsebert`` command: export, info, demo."""
+"""The ``sparsebert`` command: export, info, demo, bench."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for both engines (default: CPUs available to this process)")
     p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
+
+    from .bench.cli import add_arguments as add_bench_arguments
+
+    p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",
+                            description="Time sparsebert and its peers on the same weights and inputs, "
+                                        "interleaved; report medians, p10, ratios and GFLOP/s.")
+    add_bench_arguments(p)
     return parser
 
 
@@ -102,11 +109,18 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
-COMMANDS = {"export": _export, "info": _info, "demo": _demo}
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.cli import run
+
+    return run(args, args.argv)
+
+
+COMMANDS = {"export": _export, "info": _info, "demo": _demo, "bench": _bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)  # bench records the command: as given here, else sys.argv
     try:
         return COMMANDS[args.command](args)
     except (SparseBertError, ValueError, FileNotFoundError) as exc:

@@ -1,0 +1,212 @@
+"""One model, one shape: sparsebert against its peers on the same weights and inputs, interleaved.
+
+The steps, each for a reason:
+
+1. the peers' model is rebuilt from the packed file (``models.to_transformers``) and exported once to ONNX,
+   so ONNX Runtime, PyTorch and DeepSparse run exactly sparsebert's weights, heads included;
+2. every engine runs once and the outputs are compared: a fast wrong answer is not a result;
+3. warm-up, then ``runs`` rounds in rotating order, with a pause before each turn so that one engine's
+   spinning worker threads (ONNX Runtime's spin for ~40 ms after a run) never steal the next engine's cores,
+   and (``rewarm``) an untimed call right before each timed one, so every engine is timed in its steady
+   state (see ``timing.interleaved``);
+4. medians, p10 and ratios to sparsebert; GFLOP/s from ``flops``; the engine's per-op profile;
+5. DeepSparse, if asked for, in its own process afterwards (it cannot share ours), compared with sparsebert
+   timed alone right after it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import defaults, timing
+from .defaults import PEERS
+from .environment import environment
+from .flops import encoder_flops, gflops
+from .models import ModelSource
+from .runners import make_inputs
+
+DEFAULT_RUNS, DEFAULT_WARMUP, DEFAULT_PAUSE_MS = defaults.RUNS, defaults.WARMUP, defaults.PAUSE_MS
+# Engines agree to ~1e-5 on BERT outputs (fp32, different summation orders); 1e-3 still catches every real
+# bug (a wrong mask, bias or activation moves outputs by >= 1e-2).
+AGREEMENT_ATOL = 1e-3
+PROFILE_RUNS = defaults.PROFILE_RUNS
+
+
+def _check_peers(peers: Sequence[str]) -> list[str]:
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)} "
+                         "(DeepSparse is added with --deepsparse-python)")
+    if "sparsebert" not in peers:
+        raise ValueError("the peers must include sparsebert: every figure is a ratio to it")
+    return [p for p in PEERS if p in peers]  # canonical order, no duplicates
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def _agreement(hidden: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max |a - b| on last_hidden_state for every pair of engines, sparsebert's pairs first."""
+    names = list(hidden)
+    return {f"{a} vs {b}": _max_abs_diff(hidden[a], hidden[b])
+            for i, a in enumerate(names) for b in names[i + 1:]}
+
+
+def _quiet(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    return log if log is not None else (lambda _msg: None)
+
+
+def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, threads: int = 2,
+                     runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, peers: Sequence[str] = PEERS,
+                     isa: str | None = None, deepsparse_python: str | None = None,
+                     pause_ms: float = DEFAULT_PAUSE_MS, profile_runs: int = PROFILE_RUNS,
+                     command: str | None = None, seed: int = 0, workdir: str | None = None,
+                     log: Callable[[str], None] | None = None, rewarm: bool = True) -> dict[str, Any]:
+    """Benchmark ``source`` at ``batch`` x ``seq`` with ``threads`` threads; returns the result dict
+    (render it with ``report.engine_text`` / ``engine_markdown``, save it as JSON)."""
+    from .runners import onnxruntime_runner, pytorch_runner, sparsebert_runner
+
+    log = _quiet(log)
+    peers = _check_peers(peers)
+    for name, value, low in (("batch", batch, 1), ("seq", seq, 1), ("threads", threads, 1), ("runs", runs, 1),
+                             ("warmup", warmup, 0), ("profile_runs", profile_runs, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if pause_ms < 0:
+        raise ValueError(f"pause_ms must be >= 0, got {pause_ms}")
+
+    with tempfile.TemporaryDirectory(prefix="sparsebert-bench-", dir=workdir) as tmp:
+        from ..format import read_model
+
+        packed = read_model(source.path)
+        config, linears = packed.config, [{"name": n, **m} for n, m in packed.linears.items()]
+        if seq > config["max_position_embeddings"]:
+            raise ValueError(f"seq {seq} exceeds the model's max_position_embeddings "
+                             f"{config['max_position_embeddings']}")
+        inputs = make_inputs(batch, seq, config["vocab_size"], seed)
+        sb = sparsebert_runner(source.path, inputs, threads, isa)
+        runners = {"sparsebert": sb}
+
+        onnx_path = None
+        need_onnx = "onnxruntime" in peers or deepsparse_python
+        if "pytorch" in peers or need_onnx:
+            from .models import to_transformers
+            from .onnx_export import bert_outputs, export_onnx
+
+            log("rebuilding the transformers model from the packed file")
+            hf_model = to_transformers(packed)
+            if need_onnx:
+                log("exporting it to ONNX")
+                onnx_path = os.path.join(tmp, "model.onnx")
+                export_onnx(hf_model, config, onnx_path)
+            if "onnxruntime" in peers:
+                runners["onnxruntime"] = onnxruntime_runner(onnx_path, inputs, threads)
+            if "pytorch" in peers:
+                runners["pytorch"] = pytorch_runner(bert_outputs(hf_model, config), inputs, threads)
+        del packed  # the engine and the peers hold their own copies of the weights
+
+        log(f"checking outputs agree, then timing {', '.join(runners)}: {warmup} warm-up + {runs} runs each, "
+            "interleaved")
+        hidden = {name: np.array(r.hidden(r.run()), dtype=np.float32) for name, r in runners.items()}
+        times = timing.interleaved({name: r.run for name, r in runners.items()}, runs, warmup, pause_ms / 1e3,
+                                   rewarm)
+        profile = {}
+        if profile_runs:
+            time.sleep(pause_ms / 1e3)  # the last peer's spinning threads would slow the first profiled ops
+            profile = sb.engine.profile(inputs, profile_runs)
+
+        deepsparse = None
+        if deepsparse_python:
+            from .deepsparse_peer import run_deepsparse
+
+            log("timing DeepSparse in its own process (not interleaved)")
+            deepsparse = run_deepsparse(deepsparse_python, onnx_path, inputs, threads, runs, warmup)
+            if "error" not in deepsparse:
+                ds_hidden = deepsparse.pop("hidden", None)
+                if ds_hidden is not None:
+                    hidden["deepsparse"] = ds_hidden
+                # The same conditions as DeepSparse had: this process alone on the machine, right after it.
+                deepsparse["sparsebert_alone"] = timing.summarize(timing.sequential(sb.run, runs, warmup))
+            else:
+                log(f"DeepSparse failed: {deepsparse['error']}")
+
+    return _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms, rewarm, runners, times,
+                   hidden, profile, deepsparse, command)
+
+
+def _engine_row(label: str, stats: dict[str, Any], work: dict[str, float], batch: int,
+                info: dict[str, Any]) -> dict[str, Any]:
+    med = stats["median_ms"]
+    return {
+        "label": label,
+        **{k: v for k, v in stats.items() if k != "times_ms"},
+        "throughput_seq_s": batch / (med * 1e-3),
+        "dense_gflops": gflops(work["dense_flop"], med),
+        "real_gflops": gflops(work["real_flop"], med),
+        "info": info,
+        "times_ms": stats["times_ms"],
+    }
+
+
+def _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms, rewarm, runners, times, hidden,
+            profile, deepsparse, command) -> dict[str, Any]:
+    work = encoder_flops(config, linears, batch, seq)
+    sb = runners["sparsebert"]
+    engines = {name: _engine_row(r.label, timing.summarize(times[name]), work, batch, r.info)
+               for name, r in runners.items()}
+    sb_med = engines["sparsebert"]["median_ms"]
+    ratios = {name: sb_med / row["median_ms"] for name, row in engines.items() if name != "sparsebert"}
+
+    if deepsparse is not None and "error" not in deepsparse:
+        stats = timing.summarize(deepsparse["times_ms"])
+        row = _engine_row(f"DeepSparse {deepsparse.get('version', '?')}", stats, work, batch,
+                          {k: v for k, v in deepsparse.items() if k not in ("times_ms", "sparsebert_alone")})
+        row["interleaved"] = False
+        row["sparsebert_alone"] = {k: v for k, v in deepsparse["sparsebert_alone"].items() if k != "times_ms"}
+        engines["deepsparse"] = row
+        ratios["deepsparse"] = row["sparsebert_alone"]["median_ms"] / row["median_ms"]
+
+    agreement = _agreement(hidden)
+    total_sparsity = 1.0 - sum(r["nnz"] for r in linears) / sum(r["shape"][0] * r["shape"][1] for r in linears)
+    layouts: dict[str, int] = {}
+    for row in linears:
+        layouts[row["layout"]] = layouts.get(row["layout"], 0) + 1
+    return {
+        "kind": "engine",
+        "environment": environment(isa=sb.info["isa"], threads=threads, command=command),
+        "model": {
+            "description": source.description,
+            "origin": source.origin,
+            "config": {k: v for k, v in config.items() if k != "id2label"},
+            "sparsity": total_sparsity,
+            "layouts": layouts,
+        },
+        "batch": batch,
+        "seq": seq,
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+        "pause_ms": pause_ms,
+        "rewarm": rewarm,
+        "interleaved": list(times),
+        "flops": work,
+        "engines": engines,
+        "ratios": ratios,  # sparsebert median / peer median (< 1: sparsebert is faster)
+        "agreement": agreement,
+        "agreement_atol": AGREEMENT_ATOL,
+        "agree": all(v <= AGREEMENT_ATOL for v in agreement.values()),
+        "profile_ms": profile,
+        "deepsparse_error": deepsparse.get("error") if deepsparse else None,
+        "python_executable": sys.executable,
+    }
+
+
+__all__ = ["AGREEMENT_ATOL", "DEFAULT_PAUSE_MS", "DEFAULT_RUNS", "DEFAULT_WARMUP", "run_engine_bench"]

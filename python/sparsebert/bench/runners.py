@@ -1,0 +1,87 @@
+"""One runner per engine: a callable that runs one inference on prepared inputs, nothing else.
+
+Everything that is not inference (building sessions, converting inputs to each engine's types, setting
+thread counts) happens when the runner is made, so the timed call measures only the engine.  Inputs are
+int64 ``[batch, seq]`` arrays named like ``engine.INPUT_NAMES``; sparsebert takes them as is (it converts to
+int32 itself, as a user's call would).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .defaults import INPUT_NAMES, PEERS
+
+LABELS = {"sparsebert": "sparsebert", "onnxruntime": "ONNX Runtime", "pytorch": "PyTorch eager",
+          "deepsparse": "DeepSparse"}
+
+
+@dataclass
+class Runner:
+    name: str  # one of PEERS
+    label: str  # for tables: engine and version
+    run: Callable[[], Any]  # one inference on the prepared inputs
+    hidden: Callable[[Any], np.ndarray]  # last_hidden_state out of run()'s result, as float32 numpy
+    info: dict[str, Any] = field(default_factory=dict)  # recorded in the JSON (version, ISA, threads, options)
+    engine: Any = None  # the sparsebert SparseEngine, for its per-op profile
+
+
+def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random ids, a full attention mask, segment 0: the inputs every engine gets (int64, as ONNX expects)."""
+    rng = np.random.default_rng(seed)
+    # Ids from the middle of the vocabulary, as a tokenizer's would be; values do not change the work.
+    low, high = min(1000, vocab_size // 2), min(2000, vocab_size)
+    ids = rng.integers(low, high, (batch, seq), dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def sparsebert_runner(path: str, inputs: dict[str, np.ndarray], threads: int, isa: str | None = None) -> Runner:
+    from .._version import __version__
+    from ..engine import SparseEngine
+
+    engine = SparseEngine.load(path, num_threads=threads, isa=isa)
+    return Runner("sparsebert", f"sparsebert {__version__} ({engine.isa})", lambda: engine.run(inputs),
+                  lambda out: out["last_hidden_state"],
+                  {"version": __version__, "isa": engine.isa, "threads": engine.num_threads}, engine)
+
+
+def onnxruntime_runner(onnx_path: str, inputs: dict[str, np.ndarray], threads: int) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # T threads inside an op, none across ops: one inference at a time, like the other engines.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initializers etc. are not results
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    feeds = {name: inputs[name] for name in (i.name for i in session.get_inputs())}
+    return Runner("onnxruntime", f"ONNX Runtime {ort.__version__}", lambda: session.run(None, feeds),
+                  lambda out: out[0],
+                  {"version": ort.__version__, "threads": threads, "inter_op_threads": 1,
+                   "execution_mode": "sequential", "graph_optimization": "all",
+                   "providers": session.get_providers()})
+
+
+def pytorch_runner(module: Any, inputs: dict[str, np.ndarray], threads: int) -> Runner:
+    """``module`` is ``onnx_export.bert_outputs(...)``: the graph exported to ONNX, run eagerly."""
+    import torch
+
+    torch.set_num_threads(threads)  # process-wide; the harness runs one configuration per process
+    args = tuple(torch.from_numpy(inputs[name]) for name in INPUT_NAMES)
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return module(*args)
+
+    return Runner("pytorch", f"PyTorch {torch.__version__} eager", run, lambda out: out[0].numpy(),
+                  {"version": torch.__version__, "threads": torch.get_num_threads(), "mode": "eager, inference_mode",
+                   "attention": "eager"})
+
+
+__all__ = ["LABELS", "PEERS", "Runner", "make_inputs", "onnxruntime_runner", "pytorch_runner", "sparsebert_runner"]
