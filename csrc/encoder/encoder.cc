@@ -70,7 +70,7 @@ void Encoder::check_inputs(const int32_t* ids, const int32_t* mask, const int32_
 }
 
 void Encoder::layer_norm(const LayerNormWeights& w, TileMatrix& x) {
-  pool_.parallel_for(x.num_tiles(), [&](int tile, int) {
+  pool_.parallel_for_static(x.num_tiles(), [&](int tile, int) {
     kernels_.layer_norm(x.features(), x.tokens_in_tile(tile), x.tile(tile), kTileTokens, x.tile(tile), kTileTokens,
                         w.gamma.data(), w.beta.data(), config_.layer_norm_eps);
   });

@@ -41,17 +41,25 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::run_tasks(int thread_index) {
   const auto& fn = *job_;
-  for (int task = next_task_.fetch_add(1); task < job_size_; task = next_task_.fetch_add(1)) {
+  auto guarded = [&](int task) {
     try {
       fn(task, thread_index);
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mu_);
       if (!error_) error_ = std::current_exception();
     }
+  };
+  if (static_schedule_) {
+    const int64_t threads = size();
+    const int begin = static_cast<int>(job_size_ * thread_index / threads);
+    const int end = static_cast<int>(job_size_ * (thread_index + 1) / threads);
+    for (int task = begin; task < end; ++task) guarded(task);
+    return;
   }
+  for (int task = next_task_.fetch_add(1); task < job_size_; task = next_task_.fetch_add(1)) guarded(task);
 }
 
-void ThreadPool::parallel_for(int n, const std::function<void(int, int)>& fn) {
+void ThreadPool::run(int n, const std::function<void(int, int)>& fn, bool static_schedule) {
   if (n <= 0) return;
   // A forked child has no workers; run everything on the caller rather than wait for threads that are gone.
   if (workers_.empty() || n == 1 || static_cast<int>(getpid()) != owner_pid_) {
@@ -62,6 +70,7 @@ void ThreadPool::parallel_for(int n, const std::function<void(int, int)>& fn) {
     std::lock_guard<std::mutex> lock(mu_);
     job_ = &fn;
     job_size_ = n;
+    static_schedule_ = static_schedule;
     error_ = nullptr;
     next_task_.store(0, std::memory_order_relaxed);
     busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);

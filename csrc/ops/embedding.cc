@@ -8,7 +8,7 @@ void embed(const KernelTable& kernels, ThreadPool& pool, const EmbeddingTables& 
            const int32_t* types, int32_t batch, int32_t seq, TileMatrix& out) {
   const int32_t hidden = e.hidden;
   out.resize(hidden, batch * seq);
-  pool.parallel_for(out.num_tiles(), [&](int tile, int) {
+  pool.parallel_for_static(out.num_tiles(), [&](int tile, int) {
     float* dst = out.tile(tile);
     const int32_t n = out.tokens_in_tile(tile);
     for (int32_t lane = 0; lane < n; ++lane) {

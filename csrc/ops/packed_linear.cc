@@ -278,17 +278,12 @@ void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const T
     throw std::invalid_argument("PackedLinear: residual shape does not match the output");
   const int32_t tiles = x.num_tiles();
   const bool dense = layout_ == Layout::kDense;
-  // Each tile is cut into row pieces so that there are about kTasksPerThread tasks per thread: the dynamic
-  // schedule then evens out uneven tiles, and a thread that the OS preempts (a shared machine, other thread
-  // pools in the process) costs one small task, not half the layer. A piece re-reads its tile's activations,
-  // which stay in that core's cache, so finer pieces cost little.
-  const int kTasksPerThread = [] {
-    const char* env = std::getenv("SPARSEBERT_TASKS_PER_THREAD");
-    return env && std::atoi(env) > 0 ? std::atoi(env) : 4;
-  }();
+  // Static schedule with the same tile -> thread map as every other op (pool.parallel_for_static): a thread
+  // reads the activations it wrote itself. When the tiles do not divide evenly among the threads, each tile is
+  // cut into `chunks` row pieces so that every thread gets the same amount of work: threads / gcd(tiles,
+  // threads) pieces per tile make the task count a multiple of the thread count.
   const int threads = pool.size();
-  int chunks = 1;
-  if (threads > 1) chunks = std::max(1, (kTasksPerThread * threads + tiles - 1) / tiles);
+  int chunks = threads / std::gcd(tiles, threads);
   const int32_t units = dense ? rows_ / 16 : static_cast<int32_t>(panel_pairs_.size()) - 1;
   chunks = std::max(1, std::min(chunks, units));
   std::vector<int32_t> bounds;
@@ -298,7 +293,7 @@ void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const T
   } else {
     bounds = split_pairs(chunks);
   }
-  pool.parallel_for(tiles * chunks, [&](int task, int) {
+  pool.parallel_for_static(tiles * chunks, [&](int task, int) {
     const int32_t tile = task / chunks, chunk = task % chunks;
     Epilogue ep;
     ep.bias = bias_.data();
