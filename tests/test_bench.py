@@ -239,7 +239,7 @@ def test_engine_bench_result(tiny_result):
     assert set(r["profile_ms"]) >= {"qkv", "attention", "ffn_up", "ffn_down"}
     env = r["environment"]
     assert env["command"] == "test" and env["isa"] == r["engines"]["sparsebert"]["info"]["isa"]
-    assert env["cpu"] and env["versions"]["numpy"] and env["date"]
+    assert env["cpu"] and env["versions"]["numpy"] and env["date"] and env["extension"]["built"]
     json.loads(json.dumps(r))  # plain JSON types only
 
 

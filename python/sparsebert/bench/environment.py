@@ -97,10 +97,15 @@ def environment(isa: str | None = None, threads: int | list[int] | None = None, 
     except OSError:
         load = None
     flags: list[str] = []
+    extension = None
     try:
         from .._native import load_core
 
-        flags = list(load_core().cpu_info().get("flags", []))
+        core = load_core()
+        flags = list(core.cpu_info().get("flags", []))
+        # The commit names the sources; the build's file and time say whether the extension was rebuilt from them.
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(core.__file__), datetime.timezone.utc)
+        extension = {"file": core.__file__, "built": built.isoformat(timespec="seconds")}
     except Exception:
         pass
     return {
@@ -112,6 +117,7 @@ def environment(isa: str | None = None, threads: int | list[int] | None = None, 
         "isa": isa,
         "threads": threads,
         "commit": git_commit(),
+        "extension": extension,
         "versions": package_versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else command_line(),
