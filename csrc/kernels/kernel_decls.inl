@@ -4,6 +4,7 @@ void spmm_csr(const PairedView& w, int32_t pair_begin, int32_t pair_end, const f
               int64_t ldy, int32_t n, const Epilogue& ep);
 void spmm_block4(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx, float* y,
                  int64_t ldy, int32_t n, const Epilogue& ep);
+void finish_rows(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n, const Epilogue& ep);
 void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
           int64_t ldy, const Epilogue& ep);
 void gemm_wt(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,

@@ -37,7 +37,9 @@ struct PairedView {
   const float* val;
 };
 
-// Pairs [pair_begin, pair_end) over tokens [0, n); width 1 (unstructured) and width 4 (4-block).
+// Pairs [pair_begin, pair_end) over tokens [0, n); width 1 (unstructured) and width 4 (4-block). The sparse
+// kernels store raw sums (starting from Y when ep.accumulate); the caller applies the rest of the epilogue
+// with finish_rows.
 using SpmmFn = void (*)(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx,
                         float* y, int64_t ldy, int32_t n, const Epilogue& ep);
 
@@ -59,10 +61,17 @@ using SoftmaxColsFn = void (*)(int32_t m, int32_t n, float* s, int64_t lds, floa
 // benchmark. `sink` (room for 16 floats) receives a value so the loop cannot be optimised away.
 using FmaPeakFn = double (*)(int64_t iterations, float* sink);
 
+// Applies the epilogue in place to tokens [0, n) of the listed rows of Y (entries < 0 are skipped). The sparse
+// kernels store raw sums and leave the epilogue to this pass: a separate loop over many independent rows keeps
+// the long GELU dependency chains overlapped, where inside the accumulator loop they ran 3x slower.
+using FinishRowsFn = void (*)(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n,
+                              const Epilogue& ep);
+
 struct KernelTable {
   const char* isa;
   SpmmFn spmm_csr;
   SpmmFn spmm_block4;
+  FinishRowsFn finish_rows;
   GemmFn gemm;
   GemmFn gemm_wt;
   LayerNormFn layer_norm;

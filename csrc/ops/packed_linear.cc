@@ -257,15 +257,16 @@ void PackedLinear::run_sparse_pairs(const KernelTable& kernels, int32_t p0, int3
                                     int32_t n, const Epilogue& ep) const {
   if (p0 >= p1) return;
   const SpmmFn spmm = layout_ == Layout::kUnstructured ? kernels.spmm_csr : kernels.spmm_block4;
+  Epilogue step;
   for (int32_t b = 0; b < kblocks_; ++b) {
-    Epilogue step = ep;
     step.accumulate = b > 0;
-    step.partial = b + 1 < kblocks_;
     const PairedView view{pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1),
                           pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2, idx_.data(),
                           values_.data()};
     spmm(view, p0, p1, x, kTileTokens, y, kTileTokens, n, step);
   }
+  // Bias, activation and residual over the rows these pairs wrote (any block's pairing lists the same rows).
+  kernels.finish_rows(pair_rows_.data() + 2 * static_cast<std::size_t>(p0), 2 * (p1 - p0), y, kTileTokens, n, ep);
 }
 
 void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,

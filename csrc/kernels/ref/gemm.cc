@@ -23,7 +23,6 @@ void spmm_pairs(const PairedView& w, int32_t pair_begin, int32_t pair_end, const
         for (int32_t q = 0; q < W; ++q)
           for (int32_t t = 0; t < n; ++t) yr[t] += wv[q] * xr[q * ldx + t];
       }
-      finish_row(yr, n, out, ep);
     }
   }
 }
@@ -58,6 +57,11 @@ void gemm_strided(int32_t m, int32_t n, int32_t k, const float* w, int64_t row_s
 }
 
 }  // namespace
+
+void finish_rows(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n, const Epilogue& ep) {
+  for (int32_t i = 0; i < count; ++i)
+    if (rows[i] >= 0) finish_row(y + rows[i] * ldy, n, rows[i], ep);
+}
 
 void gemm(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
           int64_t ldy, const Epilogue& ep) {

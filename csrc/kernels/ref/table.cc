@@ -3,7 +3,7 @@
 namespace sparsebert {
 namespace ref {
 
-KernelTable table() { return KernelTable{"scalar", spmm_csr, spmm_block4, gemm, gemm_wt, layer_norm, softmax_cols, fma_peak}; }
+KernelTable table() { return KernelTable{"scalar", spmm_csr, spmm_block4, finish_rows, gemm, gemm_wt, layer_norm, softmax_cols, fma_peak}; }
 
 }  // namespace ref
 }  // namespace sparsebert

@@ -8,7 +8,7 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
   using V = typename S::V;
   V acc[R][NV];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = initial_acc<S>(y + (row0 + r) * ldy + c0 + v * S::kLanes, ep);
+    for (int v = 0; v < NV; ++v) acc[r][v] = ep.accumulate ? S::load(y + (row0 + r) * ldy + c0 + v * S::kLanes) : S::zero();
   const float* xc = x + c0;
   for (int32_t kk = 0; kk < k; ++kk) {
     V xv[NV];
@@ -19,10 +19,9 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) {
-      const int32_t lane = c0 + v * S::kLanes;
-      store_with_epilogue<S>(acc[r][v], row0 + r, y + (row0 + r) * ldy + lane, lane, ep);
-    }
+    for (int v = 0; v < NV; ++v) S::store(y + (row0 + r) * ldy + c0 + v * S::kLanes, acc[r][v]);
+  if (!ep.partial)
+    for (int r = 0; r < R; ++r) finish_row<S, NV>(y + (row0 + r) * ldy + c0, row0 + r, c0, ep);
 }
 
 template <class S, bool WT, int R, int NV = S::kGemmVecs>

@@ -5,6 +5,7 @@
 // loads, so the FMA latency is hidden by walking two rows at once (2 x kSpmmVecs accumulators); the packer pads
 // the two rows of a pair to the same length, so the inner loop is one straight run with no remainder.
 
+// Stores raw sums (the caller applies the epilogue with finish_rows); `ep` only says whether to start from Y.
 template <class S, int NV, int W>
 inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
                              int64_t ldy, int32_t c0, const Epilogue& ep) {
@@ -12,11 +13,12 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
   x += c0;
   for (int32_t p = pb; p < pe; ++p) {
     const int32_t o0 = w.rows[2 * p], o1 = w.rows[2 * p + 1];
+    (void)ep;
     const int32_t begin = w.ptr[p], end = w.ptr[p + 1];
     float* y0 = y + o0 * ldy + c0;
     if (o1 < 0) {  // the odd row out of a panel: one row alone
       V a0[NV];
-      for (int v = 0; v < NV; ++v) a0[v] = initial_acc<S>(y0 + v * S::kLanes, ep);
+      for (int v = 0; v < NV; ++v) a0[v] = ep.accumulate ? S::load(y0 + v * S::kLanes) : S::zero();
       for (int32_t j = begin; j < end; ++j) {
         const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
         const float* w0 = w.val + 2 * W * static_cast<int64_t>(j);
@@ -25,12 +27,12 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
           for (int v = 0; v < NV; ++v) a0[v] = S::fmadd(wq, S::load(x0 + q * ldx + v * S::kLanes), a0[v]);
         }
       }
-      for (int v = 0; v < NV; ++v) store_with_epilogue<S>(a0[v], o0, y0 + v * S::kLanes, c0 + v * S::kLanes, ep);
+      for (int v = 0; v < NV; ++v) S::store(y0 + v * S::kLanes, a0[v]);
       continue;
     }
     float* y1 = y + o1 * ldy + c0;
     V a0[NV], a1[NV];
-    // The flags are tested once per pair, not per vector, so the accumulators stay in registers.
+    // The flag is tested once per pair, not per vector, so the accumulators stay in registers.
     if (ep.accumulate) {
       for (int v = 0; v < NV; ++v) {
         a0[v] = S::load(y0 + v * S::kLanes);
@@ -51,17 +53,9 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
         }
       }
     }
-    if (ep.partial) {
-      for (int v = 0; v < NV; ++v) {
-        S::store(y0 + v * S::kLanes, a0[v]);
-        S::store(y1 + v * S::kLanes, a1[v]);
-      }
-      continue;
-    }
     for (int v = 0; v < NV; ++v) {
-      const int32_t lane = c0 + v * S::kLanes;
-      store_with_epilogue<S>(a0[v], o0, y0 + v * S::kLanes, lane, ep);
-      store_with_epilogue<S>(a1[v], o1, y1 + v * S::kLanes, lane, ep);
+      S::store(y0 + v * S::kLanes, a0[v]);
+      S::store(y1 + v * S::kLanes, a1[v]);
     }
   }
 }
@@ -84,5 +78,40 @@ inline void spmm_impl(const PairedView& w, int32_t pb, int32_t pe, const float* 
     const int32_t rest = n - c0;
     const int nv = rest >= kChunk ? S::kSpmmVecs : (rest + S::kLanes - 1) / S::kLanes;
     spmm_chunk_nv<S, W>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
+  }
+}
+
+// The epilogue pass over whole rows (see FinishRowsFn), one activation branch per call.
+template <class S, Activation A>
+inline void finish_rows_act(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n,
+                            const Epilogue& ep) {
+  using V = typename S::V;
+  for (int32_t i = 0; i < count; ++i) {
+    const int32_t row = rows[i];
+    if (row < 0) continue;
+    float* yr = y + row * ldy;
+    const float* res = ep.residual ? ep.residual + row * ep.ldr : nullptr;
+    const V b = S::set1(ep.bias ? ep.bias[row] : 0.0f);
+    for (int32_t t = 0; t < n; t += S::kLanes) {
+      V v = S::add(S::load(yr + t), b);
+      if constexpr (A == Activation::kGelu) v = vgelu<S>(v);
+      if constexpr (A == Activation::kGeluTanh) v = vgelu_tanh<S>(v);
+      if constexpr (A == Activation::kRelu) v = S::max(v, S::zero());
+      if constexpr (A == Activation::kTanh) v = vtanh<S>(v);
+      if (res) v = S::add(v, S::load(res + t));
+      S::store(yr + t, v);
+    }
+  }
+}
+
+template <class S>
+inline void finish_rows_impl(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n,
+                             const Epilogue& ep) {
+  switch (ep.act) {
+    case Activation::kGelu: return finish_rows_act<S, Activation::kGelu>(rows, count, y, ldy, n, ep);
+    case Activation::kGeluTanh: return finish_rows_act<S, Activation::kGeluTanh>(rows, count, y, ldy, n, ep);
+    case Activation::kRelu: return finish_rows_act<S, Activation::kRelu>(rows, count, y, ldy, n, ep);
+    case Activation::kTanh: return finish_rows_act<S, Activation::kTanh>(rows, count, y, ldy, n, ep);
+    case Activation::kNone: return finish_rows_act<S, Activation::kNone>(rows, count, y, ldy, n, ep);
   }
 }
