@@ -1,5 +1,6 @@
 #include "encoder/thread_pool.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <utility>
@@ -7,15 +8,32 @@
 namespace sparsebert {
 namespace {
 
-// How long a worker spins on the job counter before sleeping. Long enough to span the gap between two layers
-// of one run (waking a sleeping thread costs tens of microseconds, paid ~70 times per BERT-base run), short
-// enough that an idle engine stops burning a core almost at once.
-constexpr int kSpinIterations = 20000;
+// Waiting for the next job (workers) or for the workers to finish (caller) goes through three stages:
+// pause-spinning, which answers within ~100 ns and spans the gap between two ops of one run; then spinning with
+// sched_yield, so that on an oversubscribed machine (another process, torch's or ONNX Runtime's pool) a waiting
+// thread hands its core to whoever is runnable instead of burning its time slice while the thread it waits for
+// is preempted; then sleeping on a condition variable, so an idle
+// engine stops using the CPU about a millisecond after its last run.
+constexpr int kPauseIterations = 4000;
+constexpr int kYieldIterations = 400;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+// One step of the wait; false once the thread should block instead.
+inline bool keep_spinning(int spin) {
+  if (spin < kPauseIterations) {
+    cpu_relax();
+    return true;
+  }
+  if (spin < kPauseIterations + kYieldIterations) {
+    sched_yield();
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -80,9 +98,7 @@ void ThreadPool::run(int n, const std::function<void(int, int)>& fn, bool static
   run_tasks(0);
   // Wait until every worker has finished its share (and so no longer touches job_).
   for (int spin = 0; busy_workers_.load(std::memory_order_acquire) != 0; ++spin) {
-    if (spin < kSpinIterations) {
-      cpu_relax();
-    } else {
+    if (!keep_spinning(spin)) {
       std::unique_lock<std::mutex> lock(mu_);
       done_.wait(lock, [this] { return busy_workers_.load(std::memory_order_acquire) == 0; });
     }
@@ -95,9 +111,7 @@ void ThreadPool::worker_loop(int thread_index) {
   uint64_t seen = 0;
   for (;;) {
     for (int spin = 0; generation_.load(std::memory_order_acquire) == seen; ++spin) {
-      if (spin < kSpinIterations) {
-        cpu_relax();
-      } else {
+      if (!keep_spinning(spin)) {
         std::unique_lock<std::mutex> lock(mu_);
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       }
