@@ -4,6 +4,7 @@ compute what PyTorch computes, the FLOP counts and statistics must be right, and
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -359,16 +360,16 @@ def test_sweep_markdown_table_format():
     assert set(table[1]) <= set("|-:")
     assert len({len(line) for line in table}) == 1  # aligned
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
-    assert rows == [["0%", "dense", "120.0", "60.00", "2.00×", "130.0", "0.92×", "10.0"],
-                    ["90%", "dense+unstructured", "30.00", "60.00", "0.50×", "130.0", "0.23×", "10.0"]]
+    assert rows == [["0%", "dense 49", "120.0", "60.00", "2.00×", "130.0", "0.92×", "10.0"],
+                    ["90%", "unstructured 48, dense 1", "30.00", "60.00", "0.50×", "130.0", "0.23×", "10.0"]]
     assert "DeepSparse" not in md
 
 
 def test_sweep_markdown_with_deepsparse_says_it_is_not_interleaved():
     md = report.sweep_markdown(_sweep_result(deepsparse=True))
     header = [c.strip() for c in next(line for line in md.splitlines() if line.startswith("|")).strip("|").split("|")]
-    assert header[-3:] == ["DeepSparse ms *", "sparsebert / DeepSparse *", "sparsebert GFLOP/s real"]
-    assert "not interleaved" in md
+    assert header[-3:] == ["DeepSparse ms *", "sparsebert / DeepSparse", "sparsebert GFLOP/s real"]
+    assert "own interpreter" in md and "same round-robin" in md
     last = [c.strip() for c in [line for line in md.splitlines() if line.startswith("|")][-1].strip("|").split("|")]
     assert last[-3:] == ["25.00", "1.20×", "10.0"]  # 30 ms / 25 ms
 
@@ -376,11 +377,38 @@ def test_sweep_markdown_with_deepsparse_says_it_is_not_interleaved():
 # ------------------------------------------------------------------------------------------------ misc
 
 
-def test_deepsparse_peer_reports_a_bad_interpreter(tmp_path):
-    from sparsebert.bench.deepsparse_peer import run_deepsparse
+DEEPSPARSE_PYTHON = os.path.expanduser("~/.cache/sparsebert-peers/deepsparse/bin/python")
 
-    result = run_deepsparse(str(tmp_path / "no-python"), "m.onnx", {}, threads=1, runs=1, warmup=0)
-    assert "not an executable" in result["error"]
+
+def test_deepsparse_peer_refuses_a_bad_interpreter(tmp_path):
+    from sparsebert.bench.deepsparse_peer import DeepSparseError, deepsparse_runner
+
+    with pytest.raises(DeepSparseError, match="not an executable"):
+        deepsparse_runner(str(tmp_path / "no-python"), "m.onnx", {}, threads=1)
+
+
+def test_deepsparse_peer_reports_a_driver_that_dies(tmp_path):
+    from sparsebert.bench.deepsparse_peer import DeepSparseError, deepsparse_runner
+
+    # This interpreter has no deepsparse module: the driver exits at its import, and the error says so.
+    inputs = {"input_ids": np.ones((1, 4), np.int64)}
+    with pytest.raises(DeepSparseError, match="exited.*deepsparse"):
+        deepsparse_runner(sys.executable, str(tmp_path / "m.onnx"), inputs, threads=1)
+
+
+@pytest.mark.skipif(not os.access(DEEPSPARSE_PYTHON, os.X_OK), reason="no DeepSparse environment "
+                    "(tools/deepsparse_env.sh creates one)")
+def test_deepsparse_takes_its_turns_and_agrees():
+    from sparsebert.bench import random_source, run_engine_bench
+
+    with random_source("tiny", 0.9) as source:
+        r = run_engine_bench(source, batch=2, seq=16, threads=1, runs=3, warmup=1, pause_ms=0, profile_runs=0,
+                             peers=["sparsebert"], deepsparse_python=DEEPSPARSE_PYTHON)
+    assert r["deepsparse_error"] is None
+    assert list(r["engines"]) == ["sparsebert", "deepsparse"] and r["interleaved"] == ["sparsebert", "deepsparse"]
+    assert len(r["engines"]["deepsparse"]["times_ms"]) == 3
+    assert r["agreement"]["sparsebert vs deepsparse"] < 1e-4
+    assert r["engines"]["deepsparse"]["info"]["version"].startswith("1.")
 
 
 def test_cli_parser_and_bench_package_import_nothing_heavy():

@@ -119,6 +119,12 @@ def test_bench_sweep_writes_table_plot_and_json(tmp_path, capsys):
     assert len(table) == 4 and "| 90%" in table[3]
     _png_size(out_png)
 
+    # --render rebuilds the same table (and a plot) from the JSON without measuring anything.
+    again_md, again_png = tmp_path / "again.md", tmp_path / "again.png"
+    assert cli.main(["bench", "--render", str(out_json), "--markdown", str(again_md), "--plot", str(again_png)]) == 0
+    assert again_md.read_text() == out_md.read_text()
+    _png_size(again_png)
+
 
 def test_bench_kernels_json_and_table(tmp_path, capsys):
     out_json = tmp_path / "k.json"
@@ -141,6 +147,7 @@ def test_bench_kernels_json_and_table(tmp_path, capsys):
     (["bench", "--sweep", "--kernels"], "one at a time"),
     (["bench", "--random", "tiny", "--batch", "1,2"], "--batch takes one value"),
     (["bench", "--random", "tiny", "--json", "/no/such/dir/r.json"], "directory does not exist"),
+    (["bench", "--render", __file__], "is not a sparsebert bench result"),
 ])
 def test_bench_errors_are_one_line(argv, fragment, capsys):
     assert cli.main(argv) == 2

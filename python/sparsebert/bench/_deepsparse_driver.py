@@ -1,13 +1,17 @@
-"""Time DeepSparse on an ONNX file and given inputs; print one JSON line.  Runs in DeepSparse's interpreter.
+"""Serve DeepSparse inferences to the harness over a pipe.  Runs in DeepSparse's own interpreter.
 
-    $DEEPSPARSE_PYTHON _deepsparse_driver.py MODEL.onnx INPUTS.npz --threads T --runs R --warmup W [--outputs OUT.npz]
+    $DEEPSPARSE_PYTHON -I _deepsparse_driver.py MODEL.onnx INPUTS.npz OUTPUTS.npz --threads T
 
 DeepSparse 1.8 (the last release) needs Python <= 3.11 and numpy < 2, so it lives in its own virtual
 environment and this file is executed there by path: it must import nothing from sparsebert and only what
-that environment has (numpy, onnx, deepsparse).  The parent (``deepsparse.py``) writes the inputs, so
-DeepSparse computes on exactly the arrays the in-process engines got, and reads back its outputs to check
-agreement.  DeepSparse only uses its fast path with static shapes, and it rewrites the file it compiles, so
-it compiles a private copy with the inputs' shape.
+that environment has (numpy, onnx, deepsparse).
+
+Protocol, one JSON object per line: after compiling, the driver writes its last_hidden_state for the inputs to
+OUTPUTS.npz and prints ``{"ready": ...}``; then each ``run`` line on stdin runs the model once and answers
+``{"ms": ...}`` timed here (so the pipe's latency is not counted); ``quit`` or end of input ends it.  The
+parent decides when each run happens, which is what lets it interleave DeepSparse with the in-process
+engines.  DeepSparse only uses its fast path with static shapes, and it rewrites the file it compiles, so it
+compiles a private copy with the inputs' shape.
 """
 
 import argparse
@@ -22,14 +26,17 @@ import time
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 
 
+def say(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("inputs")
+    parser.add_argument("outputs")
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--outputs", default=None, help="write the first output of one run here (.npz)")
     args = parser.parse_args()
 
     import numpy as np
@@ -50,18 +57,19 @@ def main():
                                           input_shapes=[[batch, seq]] * len(names))
         compile_s = time.perf_counter() - t0
         first = engine.run(inputs)
-        if args.outputs:
-            np.savez(args.outputs, last_hidden_state=np.asarray(first[0], dtype=np.float32))
-        for _ in range(args.warmup):
-            engine.run(inputs)
-        times = []
-        for _ in range(args.runs):
-            t = time.perf_counter_ns()
-            engine.run(inputs)
-            times.append((time.perf_counter_ns() - t) / 1e6)
-        print(json.dumps({"runtime": "deepsparse", "version": deepsparse.__version__, "batch": int(batch),
-                          "seq": int(seq), "threads": args.threads, "compile_s": compile_s, "times_ms": times,
-                          "python": sys.version.split()[0], "numpy": np.__version__, "onnx": onnx.__version__}))
+        np.savez(args.outputs, last_hidden_state=np.asarray(first[0], dtype=np.float32))
+        say({"ready": True, "version": deepsparse.__version__, "compile_s": compile_s, "threads": args.threads,
+             "python": sys.version.split()[0], "numpy": np.__version__, "onnx": onnx.__version__})
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "run":
+                t = time.perf_counter_ns()
+                engine.run(inputs)
+                say({"ms": (time.perf_counter_ns() - t) / 1e6})
+            elif command == "quit":
+                break
+            else:
+                say({"error": f"unknown command {command!r}"})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -149,6 +149,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--plot", metavar="OUT.png", help="write a plot (PNG)")
     out.add_argument("--markdown", metavar="OUT.md", help="write the result as a Markdown table")
     out.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    out.add_argument("--render", metavar="RESULT.json",
+                     help="measure nothing: print (and --markdown / --plot) a result saved earlier with --json")
 
 
 def _single(args: argparse.Namespace, name: str) -> int:
@@ -189,6 +191,34 @@ def _write(args: argparse.Namespace, result: dict[str, Any], markdown: str, plot
         getattr(plot, plotter)(result, args.plot)
 
 
+RENDERERS = {  # result kind -> (text for the terminal, Markdown, plot function name)
+    "engine": ("engine_text", "engine_markdown", "engine_plot"),
+    "sweep": ("sweep_markdown", "sweep_markdown", "sweep_plot"),
+    "kernels": ("kernel_markdown", "kernel_markdown", "kernel_plot"),
+}
+
+
+def _render(args: argparse.Namespace) -> int:
+    """Re-render a saved result (tables change format more often than measurements are worth repeating)."""
+    import json
+
+    from . import report
+
+    with open(args.render, encoding="utf-8") as f:
+        try:
+            result = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{args.render} is not a sparsebert bench result: not JSON ({exc})") from None
+    kind = result.get("kind") if isinstance(result, dict) else None
+    if kind not in RENDERERS:
+        raise ValueError(f"{args.render} is not a sparsebert bench result (kind {kind!r})")
+    text, markdown, plotter = RENDERERS[kind]
+    print(getattr(report, text)(result))
+    _write(argparse.Namespace(json=None, markdown=args.markdown, plot=args.plot), result,
+           getattr(report, markdown)(result), plotter)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     """Run the benchmark ``args`` asks for; print the report; return the exit code."""
     from . import report
@@ -196,6 +226,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     command = "sparsebert " + shlex.join(list(argv)) if argv is not None else None
     log = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     _check_outputs(args)
+    if args.render:
+        return _render(args)
     if args.sweep and args.kernels:
         raise ValueError("--sweep and --kernels are separate benchmarks; run one at a time")
 

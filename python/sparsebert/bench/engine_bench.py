@@ -9,9 +9,10 @@ The steps, each for a reason:
    spinning worker threads (ONNX Runtime's spin for ~40 ms after a run) never steal the next engine's cores,
    and (``rewarm``) an untimed call right before each timed one, so every engine is timed in its steady
    state (see ``timing.interleaved``);
-4. medians, p10 and ratios to sparsebert; GFLOP/s from ``flops``; the engine's per-op profile;
-5. DeepSparse, if asked for, in its own process afterwards (it cannot share ours), compared with sparsebert
-   timed alone right after it.
+4. medians, p10 and ratios to sparsebert; GFLOP/s from ``flops``; the engine's per-op profile.
+
+DeepSparse, if asked for, runs in a child process of its own interpreter (it cannot share ours) that performs
+one inference per request, so it takes its turns in the same round-robin (``deepsparse_peer``).
 """
 
 from __future__ import annotations
@@ -113,33 +114,34 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
                 runners["pytorch"] = pytorch_runner(bert_outputs(hf_model, config), inputs, threads)
         del packed  # the engine and the peers hold their own copies of the weights
 
-        log(f"checking outputs agree, then timing {', '.join(runners)}: {warmup} warm-up + {runs} runs each, "
-            "interleaved")
-        hidden = {name: np.array(r.hidden(r.run()), dtype=np.float32) for name, r in runners.items()}
-        times = timing.interleaved({name: r.run for name, r in runners.items()}, runs, warmup, pause_ms / 1e3,
-                                   rewarm)
+        deepsparse_error = None
+        try:
+            if deepsparse_python:
+                from .deepsparse_peer import DeepSparseError, deepsparse_runner
+
+                log("starting DeepSparse in its own interpreter (compiling takes a while)")
+                try:
+                    runners["deepsparse"] = deepsparse_runner(deepsparse_python, onnx_path, inputs, threads)
+                except DeepSparseError as exc:
+                    deepsparse_error = str(exc)
+                    log(f"DeepSparse left out: {exc}")
+
+            log(f"checking outputs agree, then timing {', '.join(runners)}: {warmup} warm-up + {runs} runs each, "
+                "interleaved")
+            hidden = {name: np.array(r.hidden(r.run()), dtype=np.float32) for name, r in runners.items()}
+            times = timing.interleaved({name: r.run for name, r in runners.items()}, runs, warmup,
+                                       pause_ms / 1e3, rewarm, {n for n, r in runners.items() if r.self_timed})
+        finally:
+            for r in runners.values():
+                if r.close is not None:
+                    r.close()
         profile = {}
         if profile_runs:
             time.sleep(pause_ms / 1e3)  # the last peer's spinning threads would slow the first profiled ops
             profile = sb.engine.profile(inputs, profile_runs)
 
-        deepsparse = None
-        if deepsparse_python:
-            from .deepsparse_peer import run_deepsparse
-
-            log("timing DeepSparse in its own process (not interleaved)")
-            deepsparse = run_deepsparse(deepsparse_python, onnx_path, inputs, threads, runs, warmup)
-            if "error" not in deepsparse:
-                ds_hidden = deepsparse.pop("hidden", None)
-                if ds_hidden is not None:
-                    hidden["deepsparse"] = ds_hidden
-                # The same conditions as DeepSparse had: this process alone on the machine, right after it.
-                deepsparse["sparsebert_alone"] = timing.summarize(timing.sequential(sb.run, runs, warmup))
-            else:
-                log(f"DeepSparse failed: {deepsparse['error']}")
-
     return _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms, rewarm, runners, times,
-                   hidden, profile, deepsparse, command)
+                   hidden, profile, deepsparse_error, command)
 
 
 def _engine_row(label: str, stats: dict[str, Any], work: dict[str, float], batch: int,
@@ -157,22 +159,13 @@ def _engine_row(label: str, stats: dict[str, Any], work: dict[str, float], batch
 
 
 def _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms, rewarm, runners, times, hidden,
-            profile, deepsparse, command) -> dict[str, Any]:
+            profile, deepsparse_error, command) -> dict[str, Any]:
     work = encoder_flops(config, linears, batch, seq)
     sb = runners["sparsebert"]
     engines = {name: _engine_row(r.label, timing.summarize(times[name]), work, batch, r.info)
                for name, r in runners.items()}
     sb_med = engines["sparsebert"]["median_ms"]
     ratios = {name: sb_med / row["median_ms"] for name, row in engines.items() if name != "sparsebert"}
-
-    if deepsparse is not None and "error" not in deepsparse:
-        stats = timing.summarize(deepsparse["times_ms"])
-        row = _engine_row(f"DeepSparse {deepsparse.get('version', '?')}", stats, work, batch,
-                          {k: v for k, v in deepsparse.items() if k not in ("times_ms", "sparsebert_alone")})
-        row["interleaved"] = False
-        row["sparsebert_alone"] = {k: v for k, v in deepsparse["sparsebert_alone"].items() if k != "times_ms"}
-        engines["deepsparse"] = row
-        ratios["deepsparse"] = row["sparsebert_alone"]["median_ms"] / row["median_ms"]
 
     agreement = _agreement(hidden)
     total_sparsity = 1.0 - sum(r["nnz"] for r in linears) / sum(r["shape"][0] * r["shape"][1] for r in linears)
@@ -204,7 +197,7 @@ def _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms
         "agreement_atol": AGREEMENT_ATOL,
         "agree": all(v <= AGREEMENT_ATOL for v in agreement.values()),
         "profile_ms": profile,
-        "deepsparse_error": deepsparse.get("error") if deepsparse else None,
+        "deepsparse_error": deepsparse_error,
         "python_executable": sys.executable,
     }
 

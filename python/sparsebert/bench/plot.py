@@ -35,7 +35,7 @@ def engine_plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     med = [r["median_ms"] for r in rows]
     err = [[m - r["p10_ms"] for m, r in zip(med, rows)], [r["p90_ms"] - m for m, r in zip(med, rows)]]
     ax.barh(y, med, xerr=err, color=[COLORS.get(n, "grey") for n in names], capsize=3)
-    ax.set_yticks(list(y), [r["label"] + (" *" if r.get("interleaved") is False else "") for r in rows])
+    ax.set_yticks(list(y), [r["label"] for r in rows])
     ax.invert_yaxis()
     for i, (r, n) in enumerate(zip(rows, names)):
         ratio = "" if n == "sparsebert" else f"  (sparsebert / this: {result['ratios'][n]:.2f}×)"
@@ -63,7 +63,7 @@ def sweep_plot(result: dict[str, Any], path: str | os.PathLike) -> None:
         if not have:
             continue
         xs, rows = zip(*have)
-        label = LABELS.get(name, name) + (" (separate process)" if name == "deepsparse" else "")
+        label = LABELS.get(name, name)
         lat.plot(xs, [r["median_ms"] for r in rows], "o-", color=COLORS.get(name), label=label)
         lat.fill_between(xs, [r["p10_ms"] for r in rows], [r["p90_ms"] for r in rows], color=COLORS.get(name),
                          alpha=0.15, linewidth=0)

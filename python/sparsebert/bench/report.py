@@ -17,8 +17,9 @@ from .runners import LABELS
 
 # Short column names for the peers in Markdown tables.
 SHORT = {"sparsebert": "sparsebert", "onnxruntime": "ORT", "pytorch": "PyTorch", "deepsparse": "DeepSparse"}
-NOT_INTERLEAVED = ("DeepSparse runs in its own process (it cannot share this one), so it is not interleaved: "
-                   "its ratio uses sparsebert timed alone right after it")
+OWN_PROCESS = ("DeepSparse 1.8 needs Python <= 3.11 and numpy < 2, so it runs in a child process of its own "
+               "interpreter, driven over a pipe: it takes its turns in the same round-robin, and its times are "
+               "measured inside that process")
 
 
 def _ms(value: float | None) -> str:
@@ -71,7 +72,7 @@ def _work_line(result: dict[str, Any]) -> str:
 def _engine_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, e in result["engines"].items():
-        label = e["label"] + (" *" if e.get("interleaved") is False else "")
+        label = e["label"] + (" *" if name == "deepsparse" else "")
         ratio = "1.00×" if name == "sparsebert" else _ratio(result["ratios"].get(name))
         rows.append([label, _ms(e["median_ms"]), _ms(e["p10_ms"]), f"{e['throughput_seq_s']:.1f}",
                      f"{e['dense_gflops']:.1f}", f"{e['real_gflops']:.1f}", ratio])
@@ -109,9 +110,8 @@ def engine_text(result: dict[str, Any]) -> str:
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     for cells in (header, *rows):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
-    ds = result["engines"].get("deepsparse")
-    if ds:
-        lines.append(f"* {NOT_INTERLEAVED} ({_ms(ds['sparsebert_alone']['median_ms'])} ms).")
+    if "deepsparse" in result["engines"]:
+        lines.append(f"* {OWN_PROCESS}.")
     if result.get("deepsparse_error"):
         lines.append(f"DeepSparse: {result['deepsparse_error']}")
     lines += ["", _agreement_line(result)]
@@ -127,8 +127,7 @@ def engine_markdown(result: dict[str, Any]) -> str:
              "", _work_line(result) + ".", ""]
     lines += _table(ENGINE_HEADER, _engine_rows(result), [False] + [True] * 6)
     if "deepsparse" in result["engines"]:
-        ds = result["engines"]["deepsparse"]
-        lines += ["", f"\\* {NOT_INTERLEAVED} ({_ms(ds['sparsebert_alone']['median_ms'])} ms)."]
+        lines += ["", f"\\* {OWN_PROCESS}."]
     lines += ["", _agreement_line(result) + "."]
     return "\n".join(lines) + "\n"
 
@@ -143,7 +142,7 @@ def sweep_columns(result: dict[str, Any]) -> list[str]:
         if peer in engines:
             cols += [f"{SHORT[peer]} ms", f"sparsebert / {SHORT[peer]}"]
     if "deepsparse" in engines:
-        cols += ["DeepSparse ms *", "sparsebert / DeepSparse *"]
+        cols += ["DeepSparse ms *", "sparsebert / DeepSparse"]
     cols.append("sparsebert GFLOP/s real")
     return cols
 
@@ -152,7 +151,7 @@ def sweep_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for point in result["points"]:
         e, r = point["engines"], point["ratios"]
-        layouts = "+".join(sorted(point["model"]["layouts"]))
+        layouts = ", ".join(f"{k} {n}" for k, n in sorted(point["model"]["layouts"].items(), key=lambda kv: -kv[1]))
         row = [f"{point['sparsity']:.0%}", layouts, _ms(e["sparsebert"]["median_ms"])]
         for peer in ("onnxruntime", "pytorch"):
             if peer in result["engines_run"]:
@@ -179,7 +178,7 @@ def sweep_markdown(result: dict[str, Any]) -> str:
     cols = sweep_columns(result)
     lines += _table(cols, sweep_rows(result), [False, False] + [True] * (len(cols) - 2))
     if "deepsparse" in result["engines_run"]:
-        lines += ["", f"\\* {NOT_INTERLEAVED}."]
+        lines += ["", f"\\* {OWN_PROCESS}."]
     bad = [f"{p['sparsity']:.0%}" for p in result["points"] if not p["agree"]]
     lines += ["", "Outputs agree at every point (max |difference| on last_hidden_state "
               f"{max((v for p in result['points'] for v in p['agreement'].values()), default=0.0):.1e})."

@@ -28,6 +28,8 @@ class Runner:
     hidden: Callable[[Any], np.ndarray]  # last_hidden_state out of run()'s result, as float32 numpy
     info: dict[str, Any] = field(default_factory=dict)  # recorded in the JSON (version, ISA, threads, options)
     engine: Any = None  # the sparsebert SparseEngine, for its per-op profile
+    self_timed: bool = False  # run() returns the milliseconds measured where the work ran (another process)
+    close: Callable[[], None] | None = None  # to release what the engine holds (a child process)
 
 
 def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
