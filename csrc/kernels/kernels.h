@@ -37,9 +37,10 @@ struct PairedView {
   const float* val;
 };
 
-// Pairs [pair_begin, pair_end) over tokens [0, n); width 1 (unstructured) and width 4 (4-block). The sparse
-// kernels store raw sums (starting from Y when ep.accumulate); the caller applies the rest of the epilogue
-// with finish_rows.
+// Pairs [pair_begin, pair_end) over tokens [0, n); width 1 (unstructured) and width 4 (4-block). Each row starts
+// from Y's partial sums when ep.accumulate, else from bias[row] + residual[row][t] (each when given); the
+// kernel adds its products and stores the sums. ep.act is ignored: the caller applies an activation with
+// finish_rows (and passes the residual there instead, since it comes after the activation).
 using SpmmFn = void (*)(const PairedView& w, int32_t pair_begin, int32_t pair_end, const float* x, int64_t ldx,
                         float* y, int64_t ldy, int32_t n, const Epilogue& ep);
 
@@ -61,9 +62,9 @@ using SoftmaxColsFn = void (*)(int32_t m, int32_t n, float* s, int64_t lds, floa
 // benchmark. `sink` (room for 16 floats) receives a value so the loop cannot be optimised away.
 using FmaPeakFn = double (*)(int64_t iterations, float* sink);
 
-// Applies the epilogue in place to tokens [0, n) of the listed rows of Y (entries < 0 are skipped). The sparse
-// kernels store raw sums and leave the epilogue to this pass: a separate loop over many independent rows keeps
-// the long GELU dependency chains overlapped, where inside the accumulator loop they ran 3x slower.
+// Applies the epilogue in place to tokens [0, n) of the listed rows of Y (entries < 0 are skipped; ep.accumulate
+// is ignored). The sparse kernels leave activations to this pass: a separate loop over many independent rows
+// keeps the long GELU dependency chains overlapped.
 using FinishRowsFn = void (*)(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n,
                               const Epilogue& ep);
 

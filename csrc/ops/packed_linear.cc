@@ -257,7 +257,14 @@ void PackedLinear::run_sparse_pairs(const KernelTable& kernels, int32_t p0, int3
                                     int32_t n, const Epilogue& ep) const {
   if (p0 >= p1) return;
   const SpmmFn spmm = layout_ == Layout::kUnstructured ? kernels.spmm_csr : kernels.spmm_block4;
+  // The first K-block starts from the bias (and the residual, unless an activation must come between them).
+  const bool has_act = ep.act != Activation::kNone;
   Epilogue step;
+  step.bias = ep.bias;
+  if (!has_act) {
+    step.residual = ep.residual;
+    step.ldr = ep.ldr;
+  }
   for (int32_t b = 0; b < kblocks_; ++b) {
     step.accumulate = b > 0;
     const PairedView view{pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1),
@@ -265,8 +272,12 @@ void PackedLinear::run_sparse_pairs(const KernelTable& kernels, int32_t p0, int3
                           values_.data()};
     spmm(view, p0, p1, x, kTileTokens, y, kTileTokens, n, step);
   }
-  // Bias, activation and residual over the rows these pairs wrote (any block's pairing lists the same rows).
-  kernels.finish_rows(pair_rows_.data() + 2 * static_cast<std::size_t>(p0), 2 * (p1 - p0), y, kTileTokens, n, ep);
+  if (!has_act) return;
+  // Activation, then residual, over the rows these pairs wrote (any block's pairing lists the same rows).
+  Epilogue rest = ep;
+  rest.bias = nullptr;
+  kernels.finish_rows(pair_rows_.data() + 2 * static_cast<std::size_t>(p0), 2 * (p1 - p0), y, kTileTokens, n,
+                      rest);
 }
 
 void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,

@@ -33,6 +33,14 @@ inline void start_row(float* y, int32_t n, const Epilogue& ep) {
     for (int32_t t = 0; t < n; ++t) y[t] = 0.0f;
 }
 
+// Starts row `row` of a sparse product: Y's partial sums when continuing a K-block, else bias + residual.
+inline void init_sparse_row(float* y, int32_t n, int32_t row, const Epilogue& ep) {
+  if (ep.accumulate) return;
+  const float b = ep.bias ? ep.bias[row] : 0.0f;
+  const float* res = ep.residual ? ep.residual + row * ep.ldr : nullptr;
+  for (int32_t t = 0; t < n; ++t) y[t] = res ? b + res[t] : b;
+}
+
 // Finishes row `row` of Y whose n accumulated values are in y.
 inline void finish_row(float* y, int32_t n, int32_t row, const Epilogue& ep) {
   if (ep.partial) return;

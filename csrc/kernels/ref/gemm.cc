@@ -16,7 +16,7 @@ void spmm_pairs(const PairedView& w, int32_t pair_begin, int32_t pair_end, const
       const int32_t out = w.rows[2 * p + side];
       if (out < 0) continue;
       float* yr = y + out * ldy;
-      start_row(yr, n, ep);
+      init_sparse_row(yr, n, out, ep);
       for (int32_t j = w.ptr[p]; j < w.ptr[p + 1]; ++j) {
         const float* xr = x + static_cast<int64_t>(w.idx[2 * j + side]) * W * ldx;
         const float* wv = w.val + (2 * static_cast<int64_t>(j) + side) * W;

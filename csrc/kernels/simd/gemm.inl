@@ -7,8 +7,17 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
                       int32_t row0, int32_t c0, const Epilogue& ep) {
   using V = typename S::V;
   V acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = ep.accumulate ? S::load(y + (row0 + r) * ldy + c0 + v * S::kLanes) : S::zero();
+  // Bias (and, without an activation, the residual) start the accumulators, so most tiles store once and need
+  // no epilogue pass.
+  const bool fold_residual = ep.residual && ep.act == Activation::kNone;
+  for (int r = 0; r < R; ++r) {
+    const V b = S::set1(ep.bias ? ep.bias[row0 + r] : 0.0f);
+    for (int v = 0; v < NV; ++v) {
+      if (ep.accumulate) acc[r][v] = S::load(y + (row0 + r) * ldy + c0 + v * S::kLanes);
+      else if (fold_residual) acc[r][v] = S::add(b, S::load(ep.residual + (row0 + r) * ep.ldr + c0 + v * S::kLanes));
+      else acc[r][v] = b;
+    }
+  }
   const float* xc = x + c0;
   for (int32_t kk = 0; kk < k; ++kk) {
     V xv[NV];
@@ -20,8 +29,11 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) S::store(y + (row0 + r) * ldy + c0 + v * S::kLanes, acc[r][v]);
-  if (!ep.partial)
-    for (int r = 0; r < R; ++r) finish_row<S, NV>(y + (row0 + r) * ldy + c0, row0 + r, c0, ep);
+  if (!ep.partial && ep.act != Activation::kNone) {
+    Epilogue rest = ep;
+    rest.bias = nullptr;  // already in the sums
+    for (int r = 0; r < R; ++r) finish_row<S, NV>(y + (row0 + r) * ldy + c0, row0 + r, c0, rest);
+  }
 }
 
 template <class S, bool WT, int R, int NV = S::kGemmVecs>

@@ -5,7 +5,24 @@
 // loads, so the FMA latency is hidden by walking two rows at once (2 x kSpmmVecs accumulators); the packer pads
 // the two rows of a pair to the same length, so the inner loop is one straight run with no remainder.
 
-// Stores raw sums (the caller applies the epilogue with finish_rows); `ep` only says whether to start from Y.
+// A row's starting accumulators: Y's partial sums, or bias + residual (folding them in here saves a pass over Y
+// for every layer without an activation).
+template <class S, int NV>
+inline void start_sparse_row(typename S::V* acc, const float* yp, int32_t row, int32_t lane, const Epilogue& ep) {
+  if (ep.accumulate) {
+    for (int v = 0; v < NV; ++v) acc[v] = S::load(yp + v * S::kLanes);
+    return;
+  }
+  const typename S::V b = S::set1(ep.bias ? ep.bias[row] : 0.0f);
+  if (ep.residual) {
+    const float* r = ep.residual + row * ep.ldr + lane;
+    for (int v = 0; v < NV; ++v) acc[v] = S::add(b, S::load(r + v * S::kLanes));
+  } else {
+    for (int v = 0; v < NV; ++v) acc[v] = b;
+  }
+}
+
+// See SpmmFn: stores the sums, the caller applies any activation with finish_rows.
 template <class S, int NV, int W>
 inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
                              int64_t ldy, int32_t c0, const Epilogue& ep) {
@@ -13,12 +30,11 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
   x += c0;
   for (int32_t p = pb; p < pe; ++p) {
     const int32_t o0 = w.rows[2 * p], o1 = w.rows[2 * p + 1];
-    (void)ep;
     const int32_t begin = w.ptr[p], end = w.ptr[p + 1];
     float* y0 = y + o0 * ldy + c0;
     if (o1 < 0) {  // the odd row out of a panel: one row alone
       V a0[NV];
-      for (int v = 0; v < NV; ++v) a0[v] = ep.accumulate ? S::load(y0 + v * S::kLanes) : S::zero();
+      start_sparse_row<S, NV>(a0, y0, o0, c0, ep);
       for (int32_t j = begin; j < end; ++j) {
         const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
         const float* w0 = w.val + 2 * W * static_cast<int64_t>(j);
@@ -32,15 +48,8 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
     }
     float* y1 = y + o1 * ldy + c0;
     V a0[NV], a1[NV];
-    // The flag is tested once per pair, not per vector, so the accumulators stay in registers.
-    if (ep.accumulate) {
-      for (int v = 0; v < NV; ++v) {
-        a0[v] = S::load(y0 + v * S::kLanes);
-        a1[v] = S::load(y1 + v * S::kLanes);
-      }
-    } else {
-      for (int v = 0; v < NV; ++v) a0[v] = a1[v] = S::zero();
-    }
+    start_sparse_row<S, NV>(a0, y0, o0, c0, ep);
+    start_sparse_row<S, NV>(a1, y1, o1, c0, ep);
     for (int32_t j = begin; j < end; ++j) {
       const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
       const float* x1 = x + static_cast<int64_t>(w.idx[2 * j + 1]) * W * ldx;
