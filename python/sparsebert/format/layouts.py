@@ -107,3 +107,15 @@ def check_linear_arrays(layout: str, n_rows: int, n_cols: int, arrays: Mapping[s
         tail = arrays["block_values"][last, n_cols % BLOCK :]
         if np.any(tail != 0):
             raise ValueError("block_values has non-zero weights past the last input column")
+
+
+def check_model_linears(linears: Mapping[str, Mapping], tensors: Mapping[str, np.ndarray]) -> None:
+    """Checks the packed arrays of every linear in a header's ``linears`` table against its layout and shape;
+    ValueError naming the first linear that does not fit. Shared by the writer and the reader."""
+    for name, meta in linears.items():
+        n_rows, n_cols = meta["shape"]
+        arrays = {s: tensors[f"{name}.{s}"] for s in array_suffixes(meta["layout"])}
+        try:
+            check_linear_arrays(meta["layout"], n_rows, n_cols, arrays)
+        except ValueError as exc:
+            raise ValueError(f"linear {name!r} ({meta['layout']}): {exc}") from None

@@ -157,13 +157,10 @@ def _decode(mm: mmap.mmap, size: int, path: str, verify_crc: bool) -> PackedMode
                     )
             tensors[name] = _view_array(mm, begin, entry)
 
-    for name, meta in header["linears"].items():
-        n_rows, n_cols = meta["shape"]
-        arrays = {s: tensors[f"{name}.{s}"] for s in layouts.array_suffixes(meta["layout"])}
-        try:
-            layouts.check_linear_arrays(meta["layout"], n_rows, n_cols, arrays)
-        except ValueError as exc:
-            raise ModelFormatError(f"linear {name!r} ({meta['layout']}): {exc}") from None
+    try:
+        layouts.check_model_linears(header["linears"], tensors)
+    except ValueError as exc:
+        raise ModelFormatError(str(exc)) from None
 
     return PackedModel(
         config=header["config"],

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFormatError
 from . import layouts, spec
 
 def _json_default(obj: Any) -> Any:
@@ -80,14 +79,8 @@ def write_model(
         # Validate what a reader will parse, not the Python objects we hold.
         parsed = json.loads(header_bytes)
         spec.validate_header(parsed)
-        for name, meta in parsed["linears"].items():
-            n_rows, n_cols = meta["shape"]
-            own = {s: arrays[f"{name}.{s}"] for s in layouts.array_suffixes(meta["layout"])}
-            try:
-                layouts.check_linear_arrays(meta["layout"], n_rows, n_cols, own)
-            except ValueError as exc:
-                raise ModelFormatError(f"linear {name!r}: {exc}") from None
-    except ModelFormatError as exc:
+        layouts.check_model_linears(parsed["linears"], arrays)
+    except ValueError as exc:  # ModelFormatError from validate_header is a ValueError too
         raise ValueError(f"refusing to write {path}: {exc}") from None
 
     preamble = spec.PREAMBLE.pack(spec.MAGIC, spec.FORMAT_VERSION, spec.LAYOUT_REVISION, len(header_bytes))
