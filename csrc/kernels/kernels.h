@@ -12,15 +12,14 @@ namespace sparsebert {
 enum class Activation : int32_t { kNone = 0, kGelu = 1, kGeluTanh = 2, kRelu = 3, kTanh = 4 };
 
 // Applied when a GEMM stores a row of Y: y = act(acc + bias[row]) + residual[row][t].
-// A product split over blocks of K (so each block's activation panel stays in L1) runs the kernel once per
-// block: the first with neither flag, the middle ones with accumulate + partial, the last with accumulate only.
+// A sparse product split over blocks of K (so each block's activation panel stays in L1) runs the kernel once
+// per block, every block after the first with `accumulate` set.
 struct Epilogue {
   const float* bias = nullptr;      // one value per row of Y, or null
   Activation act = Activation::kNone;
   const float* residual = nullptr;  // same shape as Y, or null
   int64_t ldr = 0;                  // row stride of residual, in floats
-  bool accumulate = false;          // start from the partial sums already in Y instead of zero
-  bool partial = false;             // store the raw sums: more K-blocks follow, the epilogue comes later
+  bool accumulate = false;          // start from the partial sums already in Y instead of bias (+ residual)
 };
 
 // Sparse weights of one K-block, stored as row pairs: the kernel walks two rows side by side (8 independent

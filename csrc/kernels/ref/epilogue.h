@@ -43,7 +43,6 @@ inline void init_sparse_row(float* y, int32_t n, int32_t row, const Epilogue& ep
 
 // Finishes row `row` of Y whose n accumulated values are in y.
 inline void finish_row(float* y, int32_t n, int32_t row, const Epilogue& ep) {
-  if (ep.partial) return;
   const float b = ep.bias ? ep.bias[row] : 0.0f;
   const float* res = ep.residual ? ep.residual + row * ep.ldr : nullptr;
   for (int32_t t = 0; t < n; ++t) {
