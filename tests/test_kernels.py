@@ -150,6 +150,31 @@ def test_matmul_across_k_blocks(isa, layout, kblock, monkeypatch):
             assert_kernel_close(y, w, x, b, "gelu", r, what=f"{isa}/{layout} kblock={kblock} N={n} K={k} T={t}")
 
 
+# Matrices with many more rows than columns run every K-block over one group of panels before the next
+# (SPARSEBERT_ROWGROUP forces the group size): groups that cut a thread's rows unevenly, a short last panel and
+# odd row counts must still give every row its full sum, activation and residual.
+@pytest.mark.parametrize("rowgroup", [None, "0", "1", "3"])
+@pytest.mark.parametrize("layout", ["unstructured", "block4"])
+def test_matmul_across_row_groups(isa, layout, rowgroup, monkeypatch):
+    monkeypatch.setenv("SPARSEBERT_KBLOCK", "12")
+    if rowgroup is None:
+        monkeypatch.delenv("SPARSEBERT_ROWGROUP", raising=False)
+    else:
+        monkeypatch.setenv("SPARSEBERT_ROWGROUP", rowgroup)
+    rng = np.random.default_rng(37)
+    for n, k, density in [(301, 70, 0.3), (200, 33, 0.5), (97, 40, 0.1)]:
+        w = make_weight(rng, n, k, density)
+        b = rng.standard_normal(n).astype(np.float32)
+        p = pack(w, b, layout=layout)
+        for t, threads in ((1, 1), (64, 3), (130, 2)):
+            x = rng.standard_normal((k, t)).astype(np.float32)
+            r = rng.standard_normal((n, t)).astype(np.float32)
+            y = p.matmul(x, activation="gelu", residual=r, isa=isa, num_threads=threads)
+            assert_kernel_close(y, w, x, b, "gelu", r, what=f"{isa}/{layout} rowgroup={rowgroup} N={n} K={k} T={t}")
+            y = p.matmul(x, isa=isa, num_threads=threads)
+            assert_kernel_close(y, w, x, b, "none", what=f"{isa}/{layout} rowgroup={rowgroup} N={n} K={k} T={t}")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_matmul_activation_and_residual(isa, layout, activation):
@@ -627,3 +652,19 @@ def test_dense_constructor_rejects():
         _core.PackedLinear.dense(np.zeros((3, 4), np.float32), np.zeros(4, np.float32))
     with pytest.raises(ValueError):
         _core.PackedLinear.dense(np.zeros(12, np.float32), None)
+
+
+def test_kernel_benchmark_times_runs_and_checks_x():
+    rng = np.random.default_rng(3)
+    w = make_weight(rng, 40, 70, 0.2)
+    p = pack(w, None, layout="unstructured")
+    seconds = p.benchmark(65, runs=3, num_threads=2, activation="gelu", warmup=0)
+    assert seconds.shape == (3,) and np.all(seconds > 0)
+    x = rng.standard_normal((70, 65)).astype(np.float32)
+    assert p.benchmark(65, runs=2, x=x).shape == (2,)
+    with pytest.raises(ValueError, match="x"):
+        p.benchmark(64, runs=1, x=x)  # x holds 65 tokens
+    with pytest.raises(ValueError, match="x"):
+        p.benchmark(65, runs=1, x=x[:69])
+    with pytest.raises(ValueError, match="tokens"):
+        p.benchmark(0)

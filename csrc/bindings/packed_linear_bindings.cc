@@ -145,7 +145,7 @@ void register_packed_linear(py::module_& m) {
       .def(
           "benchmark",
           [](const PackedLinear& p, int64_t tokens, int runs, const py::object& isa, int num_threads,
-             const std::string& activation, int warmup) {
+             const std::string& activation, int warmup, const py::object& x_values) {
             if (tokens < 1 || tokens > (1 << 20)) throw py::value_error("tokens must be in [1, 2^20]");
             if (runs < 1 || runs > 100000) throw py::value_error("runs must be in [1, 100000]");
             if (num_threads < 1 || num_threads > 1024) throw py::value_error("num_threads must be in [1, 1024]");
@@ -154,13 +154,19 @@ void register_packed_linear(py::module_& m) {
             const KernelTable& kernels = kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>());
             py::array_t<double> seconds(runs);
             double* out = seconds.mutable_data();
-            {
-              py::gil_scoped_release release;
-              // y allocated (and its pages touched) up front, so even an unwarmed run times only the kernel.
-              TileMatrix x(p.cols(), static_cast<int32_t>(tokens)), y(p.rows(), static_cast<int32_t>(tokens));
+            // y allocated (and its pages touched) up front, so even an unwarmed run times only the kernel.
+            TileMatrix x(p.cols(), static_cast<int32_t>(tokens)), y(p.rows(), static_cast<int32_t>(tokens));
+            if (!x_values.is_none()) {
+              auto xa = checked_array<float>(x_values, "x");
+              check_shape(xa, {p.cols(), static_cast<int64_t>(tokens)}, "x");
+              to_tiles(xa, x);
+            } else {
               // Deterministic, finite, non-zero activations.
               for (int32_t f = 0; f < p.cols(); ++f)
                 for (int32_t t = 0; t < tokens; ++t) x.at(f, t) = static_cast<float>((f * 31 + t * 17) % 97) / 97.0f - 0.5f;
+            }
+            {
+              py::gil_scoped_release release;
               ThreadPool pool(num_threads);
               for (int i = 0; i < warmup; ++i) p.forward(kernels, pool, x, y, act);
               for (int i = 0; i < runs; ++i) {
@@ -172,9 +178,10 @@ void register_packed_linear(py::module_& m) {
             return seconds;
           },
           py::arg("tokens"), py::arg("runs") = 20, py::arg("isa") = py::none(), py::arg("num_threads") = 1,
-          py::arg("activation") = "none", py::arg("warmup") = 2,
+          py::arg("activation") = "none", py::arg("warmup") = 2, py::arg("x") = py::none(),
           "Times forward() alone (activations already in the engine's layout) over `tokens` tokens: an array of "
-          "seconds per run, after `warmup` untimed runs.")
+          "seconds per run, after `warmup` untimed runs. `x` ([cols, tokens] float32) replaces the synthetic "
+          "activations.")
       .def("__repr__", [](const PackedLinear& p) {
         return "<PackedLinear " + std::string(layout_name(p.layout())) + " [" + std::to_string(p.rows()) + ", " +
                std::to_string(p.cols()) + "] stored=" + std::to_string(p.stored_weights()) + ">";

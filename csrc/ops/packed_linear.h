@@ -37,7 +37,7 @@ class PackedLinear {
   int32_t rows() const { return rows_; }
   int32_t cols() const { return cols_; }
   int64_t stored_weights() const { return stored_; }  // dense: rows*cols; unstructured: nnz; block4: 4*blocks
-  int64_t nbytes() const;          // memory held by the packed weights and bias
+  int64_t nbytes() const;
 
   // y = act(W x + b) (+ residual) for every token of x, split over the pool. y is resized to rows() x tokens;
   // residual, when given, must be rows() x tokens too.
@@ -71,8 +71,10 @@ class PackedLinear {
   // re-sorted by their length in that block and paired, so a pair's two rows need little padding. Every
   // K-block has the same number of pairs per panel, so a range of panels is the same set of output rows in
   // every block and threads can own panel ranges.
+  static constexpr int32_t kPanelRows = 32;  // rows per panel: the unit of re-sorting and of work sharing
   int32_t kblock_cols_ = 0;
   int32_t kblocks_ = 1;
+  int32_t group_panels_ = 0;         // panels per row group (0: all the caller's panels in one group)
   int32_t pairs_ = 0;               // pairs per K-block
   AlignedBuffer<int32_t> pair_ptr_;  // kblocks_ x (pairs_ + 1) absolute entry offsets
   AlignedBuffer<int32_t> pair_rows_; // kblocks_ x pairs_ x 2 output rows (-1: no second row)
