@@ -237,7 +237,8 @@ def test_engine_bench_result(tiny_result):
     for peer in ("onnxruntime", "pytorch"):
         assert r["ratios"][peer] == pytest.approx(r["engines"]["sparsebert"]["median_ms"] /
                                                   r["engines"][peer]["median_ms"])
-    assert set(r["profile_ms"]) >= {"qkv", "attention", "ffn_up", "ffn_down"}
+    ops = set(r["profile_ms"])
+    assert ops >= {"qkv", "attention"} and ("ffn" in ops or ops >= {"ffn_up", "ffn_down"})
     env = r["environment"]
     assert env["command"] == "test" and env["isa"] == r["engines"]["sparsebert"]["info"]["isa"]
     assert env["cpu"] and env["versions"]["numpy"] and env["date"] and env["extension"]["built"]

@@ -238,6 +238,32 @@ def test_wide_odd_sizes_parity(kind, tmp_path):
         assert_matches_torch(out, ref, inp["attention_mask"], what=f"wide/{kind}/{isa}")
 
 
+# FFN up and down run fused (ops/fused_ffn.h) when both are sparse and FFN down's K-blocks are whole row groups
+# of FFN up. The fused op must give exactly the unfused result (same sums in the same order), including an
+# intermediate size that ends inside a 4-block, and the engine falls back when the tiles do not share out evenly.
+@pytest.mark.parametrize("layout", ["unstructured", "block4"])
+@pytest.mark.parametrize("intermediate", [300, 302, 74])
+def test_fused_ffn_equals_unfused(layout, intermediate, tmp_path, monkeypatch):
+    model = make_model("base", seed=23, num_hidden_layers=2, intermediate_size=intermediate)
+    apply_plan_(model, "unstructured" if layout == "unstructured" else "block4")
+    path, _ = export_from(model, "object", tmp_path, layout=layout)
+    ref_inp = random_inputs(model.config.vocab_size, [77, 51], seed=4)  # 154 tokens: 3 tiles
+    inp = random_inputs(model.config.vocab_size, [64, 64], seed=5)  # 2 tiles
+    ref = torch_forward(model, inp)
+    for isa in AVAILABLE_ISAS:
+        fused = SparseEngine.load(path, isa=isa, num_threads=2)
+        monkeypatch.setenv("SPARSEBERT_FUSE_FFN", "0")
+        unfused = SparseEngine.load(path, isa=isa, num_threads=2)
+        monkeypatch.delenv("SPARSEBERT_FUSE_FFN")
+        assert "ffn" in fused.profile(inp, runs=1) and "ffn_up" in unfused.profile(inp, runs=1)
+        a, b = fused.run(inp), unfused.run(inp)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{layout}/I={intermediate}/{isa}/{key}")
+        assert_matches_torch(a, ref, inp["attention_mask"], what=f"fused/{layout}/I={intermediate}/{isa}")
+        # Three tiles over two threads: the unfused ops, which split rows to balance the threads.
+        assert "ffn_up" in fused.profile(ref_inp, runs=1)
+
+
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_arbitrary_masks(kind, tmp_path):
     # The mask only removes keys: left padding and holes in the middle behave as in transformers.

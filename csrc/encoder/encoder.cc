@@ -1,9 +1,11 @@
 #include "encoder/encoder.h"
 
+#include <cstdlib>
 #include <stdexcept>
 #include <utility>
 
 #include "kernels/dispatch.h"
+#include "ops/fused_ffn.h"
 
 namespace sparsebert {
 namespace {
@@ -48,7 +50,12 @@ Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<E
       head_linear_(std::move(head_linear)),
       isa_(isa),
       kernels_(kernels_for(isa)),
-      pool_(num_threads) {}
+      pool_(num_threads) {
+  // SPARSEBERT_FUSE_FFN=0 keeps FFN up and down apart (for measuring what fusing them buys).
+  const char* fuse = std::getenv("SPARSEBERT_FUSE_FFN");
+  const bool allow = !(fuse && std::string(fuse) == "0");
+  for (EncoderLayer& layer : layers_) layer.ffn_fused = allow && ffn_fusable(*layer.ffn_up, *layer.ffn_down);
+}
 
 void Encoder::check_inputs(const int32_t* ids, const int32_t* mask, const int32_t* types, int32_t batch,
                            int32_t seq) const {
@@ -100,10 +107,16 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     mark("attention_output");
     layer_norm(layer.attn_ln, attn_);
     mark("layer_norm");
-    layer.ffn_up->forward(kernels_, pool_, attn_, ffn_, config_.hidden_act);
-    mark("ffn_up");
-    layer.ffn_down->forward(kernels_, pool_, ffn_, hidden_, Activation::kNone, &attn_);
-    mark("ffn_down");
+    // Fused only when the tiles share out evenly: otherwise the unfused ops split rows to balance the threads.
+    if (layer.ffn_fused && attn_.num_tiles() % pool_.size() == 0) {
+      fused_ffn(kernels_, pool_, *layer.ffn_up, *layer.ffn_down, config_.hidden_act, attn_, hidden_, ffn_panels_);
+      mark("ffn");
+    } else {
+      layer.ffn_up->forward(kernels_, pool_, attn_, ffn_, config_.hidden_act);
+      mark("ffn_up");
+      layer.ffn_down->forward(kernels_, pool_, ffn_, hidden_, Activation::kNone, &attn_);
+      mark("ffn_down");
+    }
     layer_norm(layer.ffn_ln, hidden_);
     mark("layer_norm");
   }

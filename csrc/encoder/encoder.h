@@ -42,6 +42,7 @@ struct LayerNormWeights {
 struct EncoderLayer {
   std::shared_ptr<const PackedLinear> qkv, attn_out, ffn_up, ffn_down;
   LayerNormWeights attn_ln, ffn_ln;
+  bool ffn_fused = false;  // set by the Encoder: FFN up and down run as one op (ops/fused_ffn.h)
 };
 
 // One output array: shape and row-major float data.
@@ -89,6 +90,7 @@ class Encoder {
   std::mutex run_mutex_;
   TileMatrix hidden_, qkv_, ctx_, attn_, ffn_, cls_, pooled_, head_out_;
   std::vector<AttentionScratch> attention_scratch_;
+  std::vector<AlignedBuffer<float>> ffn_panels_;
   std::vector<uint8_t> keep_;
 
   bool profiling_ = false;

@@ -127,14 +127,18 @@ int32_t choose_kblock_cols(int32_t rows, int32_t cols, int64_t entries, int widt
   return kb;
 }
 
-// Panels per row group (0: no grouping). The kernel runs every K-block over one group of rows before the next,
-// so the group's partial sums stay in L1 between blocks. That pays where the outputs are much larger than the
-// inputs (QKV, FFN up: 10-15% faster measured in the engine); where they are not (FFN down), re-reading the
-// wide input once per group costs more than it saves. SPARSEBERT_ROWGROUP overrides the choice (for tuning).
-int32_t choose_group_panels(int32_t rows, int32_t cols, int32_t kblocks) {
-  if (const char* env = std::getenv("SPARSEBERT_ROWGROUP")) return std::max(0, std::atoi(env));
-  constexpr int32_t kGroupPanels = 4;  // 128 rows x 64 tokens = 32 KiB of partial sums
-  return kblocks > 1 && rows >= 2 * cols ? kGroupPanels : 0;
+// Rows per row group. The kernel runs every K-block over one group of rows before the next, so the group's
+// partial sums stay in L1 between blocks. That pays where the outputs are much larger than the inputs (QKV,
+// FFN up: 5-7% off the whole model at 90% measured in the engine); where they are not (FFN down), re-reading
+// the wide input once per group costs more than it saves, and the whole matrix is one group. Groups are ranges
+// of consecutive rows, so a fused FFN can hand one group of FFN-up outputs straight to FFN down as one of its
+// K-blocks. SPARSEBERT_ROWGROUP=P (panels per group, 0: one group) overrides the choice (for tuning).
+int32_t choose_group_rows(int32_t rows, int32_t cols, int32_t panel_rows) {
+  if (const char* env = std::getenv("SPARSEBERT_ROWGROUP")) {
+    const int panels = std::atoi(env);
+    return panels > 0 ? std::min(rows, panels * panel_rows) : rows;
+  }
+  return rows >= 2 * cols ? std::min(rows, PackedLinear::kGroupRows) : rows;
 }
 
 }  // namespace
@@ -143,22 +147,32 @@ void PackedLinear::pack_pairs(const int32_t* ptr, const uint16_t* idx, const flo
   const int64_t entries = ptr[rows_];
   kblock_cols_ = choose_kblock_cols(rows_, cols_, entries, width);
   kblocks_ = (cols_ + kblock_cols_ - 1) / kblock_cols_;
-  group_panels_ = choose_group_panels(rows_, cols_, kblocks_);
+  group_rows_ = choose_group_rows(rows_, cols_, kPanelRows);
+  const int32_t groups = (rows_ + group_rows_ - 1) / group_rows_;
   // Entries index columns (width 1) or 4-blocks (width 4); a 4-block never straddles K-blocks because
-  // kblock_cols_ is a multiple of 4 unless it covers all of K.
+  // kblock_cols_ is a multiple of 4 unless it covers all of K. Stored indices count from their block's start.
+  const int32_t block_index_span = kblock_cols_ / width;
   auto kblock_of = [&](int32_t index) { return index * width / kblock_cols_; };
 
-  // Rows longest first, so each panel holds rows of similar total work.
+  // Within each row group, rows longest first, so each panel holds rows of similar total work. Panels never
+  // straddle groups (a group's last panel may be short).
   std::vector<int32_t> order(rows_);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b]; });
-  const int32_t panels = (rows_ + kPanelRows - 1) / kPanelRows;
-  panel_pairs_.assign(panels + 1, 0);
-  for (int32_t g = 0; g < panels; ++g) {
-    const int32_t n = std::min(kPanelRows, rows_ - g * kPanelRows);
-    panel_pairs_[g + 1] = panel_pairs_[g] + (n + 1) / 2;
+  std::vector<int32_t> panel_first_row{0};  // panels + 1 offsets into `order`
+  group_pairs_.assign(groups + 1, 0);
+  panel_pairs_.assign(1, 0);
+  for (int32_t g = 0; g < groups; ++g) {
+    const int32_t r0 = g * group_rows_, r1 = std::min(rows_, r0 + group_rows_);
+    std::stable_sort(order.begin() + r0, order.begin() + r1,
+                     [&](int32_t a, int32_t b) { return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b]; });
+    for (int32_t r = r0; r < r1; r += kPanelRows) {
+      const int32_t n = std::min(kPanelRows, r1 - r);
+      panel_first_row.push_back(r + n);
+      panel_pairs_.push_back(panel_pairs_.back() + (n + 1) / 2);
+    }
+    group_pairs_[g + 1] = panel_pairs_.back();
   }
+  const int32_t panels = static_cast<int32_t>(panel_pairs_.size()) - 1;
   pairs_ = panel_pairs_[panels];
 
   // Each row's entries split by K-block: seg[r * kblocks_ + b] = [first, last) entry of row r in block b.
@@ -176,7 +190,8 @@ void PackedLinear::pack_pairs(const int32_t* ptr, const uint16_t* idx, const flo
     return s.second - s.first;
   };
 
-  // Pass 1: the pairing of every (block, panel) and the padded length of every pair.
+  // Pass 1: the pairing of every (block, panel) and the padded length of every pair. Rows are stored relative
+  // to their group's first row.
   pair_rows_.reset(static_cast<std::size_t>(kblocks_) * pairs_ * 2);
   pair_ptr_.reset(static_cast<std::size_t>(kblocks_) * (pairs_ + 1));
   panel_work_.assign(panels + 1, 0);
@@ -186,14 +201,15 @@ void PackedLinear::pack_pairs(const int32_t* ptr, const uint16_t* idx, const flo
     int32_t* rows_b = pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2;
     int32_t* ptr_b = pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1);
     for (int32_t g = 0; g < panels; ++g) {
-      members.assign(order.begin() + g * kPanelRows, order.begin() + std::min(rows_, (g + 1) * kPanelRows));
+      members.assign(order.begin() + panel_first_row[g], order.begin() + panel_first_row[g + 1]);
+      const int32_t row_base = members.front() / group_rows_ * group_rows_;
       std::stable_sort(members.begin(), members.end(),
                        [&](int32_t a, int32_t c) { return seg_len(a, b) > seg_len(c, b); });
       for (std::size_t m = 0; m < members.size(); m += 2) {
         const int32_t p = panel_pairs_[g] + static_cast<int32_t>(m / 2);
         const int32_t r0 = members[m], r1 = m + 1 < members.size() ? members[m + 1] : -1;
-        rows_b[2 * p] = r0;
-        rows_b[2 * p + 1] = r1;
+        rows_b[2 * p] = r0 - row_base;
+        rows_b[2 * p + 1] = r1 < 0 ? -1 : r1 - row_base;
         const int32_t len = std::max(seg_len(r0, b), r1 < 0 ? 0 : seg_len(r1, b));
         ptr_b[p] = static_cast<int32_t>(total);
         total += len;
@@ -212,18 +228,21 @@ void PackedLinear::pack_pairs(const int32_t* ptr, const uint16_t* idx, const flo
   for (int32_t b = 0; b < kblocks_; ++b) {
     const int32_t* rows_b = pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2;
     const int32_t* ptr_b = pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1);
-    const int32_t pad_index = b * kblock_cols_ / width;
-    for (int32_t p = 0; p < pairs_; ++p) {
-      for (int32_t side = 0; side < 2; ++side) {
-        const int32_t r = rows_b[2 * p + side];
-        const auto s = r < 0 ? std::pair<int32_t, int32_t>{0, 0} : seg[static_cast<std::size_t>(r) * kblocks_ + b];
-        for (int32_t e = ptr_b[p]; e < ptr_b[p + 1]; ++e) {
-          const int32_t j = s.first + (e - ptr_b[p]);
-          const bool real = j < s.second;
-          idx_[2 * static_cast<int64_t>(e) + side] =
-              static_cast<uint16_t>(real ? idx[j] : (s.second > s.first ? idx[s.second - 1] : pad_index));
-          float* dst = values_.data() + (2 * static_cast<int64_t>(e) + side) * width;
-          for (int q = 0; q < width; ++q) dst[q] = real ? values[static_cast<int64_t>(j) * width + q] : 0.0f;
+    const int32_t block_start = b * block_index_span;
+    for (int32_t g = 0; g < groups; ++g) {
+      for (int32_t p = group_pairs_[g]; p < group_pairs_[g + 1]; ++p) {
+        for (int32_t side = 0; side < 2; ++side) {
+          const int32_t local = rows_b[2 * p + side];
+          const int32_t r = local < 0 ? -1 : g * group_rows_ + local;
+          const auto s = r < 0 ? std::pair<int32_t, int32_t>{0, 0} : seg[static_cast<std::size_t>(r) * kblocks_ + b];
+          for (int32_t e = ptr_b[p]; e < ptr_b[p + 1]; ++e) {
+            const int32_t j = s.first + (e - ptr_b[p]);
+            const bool real = j < s.second;
+            const int32_t index = real ? idx[j] : (s.second > s.first ? idx[s.second - 1] : block_start);
+            idx_[2 * static_cast<int64_t>(e) + side] = static_cast<uint16_t>(index - block_start);
+            float* dst = values_.data() + (2 * static_cast<int64_t>(e) + side) * width;
+            for (int q = 0; q < width; ++q) dst[q] = real ? values[static_cast<int64_t>(j) * width + q] : 0.0f;
+          }
         }
       }
     }
@@ -233,7 +252,8 @@ void PackedLinear::pack_pairs(const int32_t* ptr, const uint16_t* idx, const flo
 int64_t PackedLinear::nbytes() const {
   return static_cast<int64_t>(bias_.nbytes() + dense_.nbytes() + pair_ptr_.nbytes() + pair_rows_.nbytes() +
                               idx_.nbytes() + values_.nbytes() +
-                              panel_pairs_.size() * sizeof(int32_t) + panel_work_.size() * sizeof(int64_t));
+                              (panel_pairs_.size() + group_pairs_.size()) * sizeof(int32_t) +
+                              panel_work_.size() * sizeof(int64_t));
 }
 
 std::vector<int32_t> PackedLinear::split_pairs(int chunks) const {
@@ -261,39 +281,74 @@ void PackedLinear::run_dense_rows(const KernelTable& kernels, int32_t r0, int32_
                y + static_cast<int64_t>(r0) * kTileTokens, kTileTokens, shifted);
 }
 
-void PackedLinear::run_sparse_pairs(const KernelTable& kernels, int32_t p0, int32_t p1, const float* x, float* y,
-                                    int32_t n, const Epilogue& ep) const {
-  if (p0 >= p1) return;
+PairedView PackedLinear::kblock_view(int32_t b) const {
+  return PairedView{pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1),
+                    pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2, idx_.data(), values_.data()};
+}
+
+const float* PackedLinear::kblock_input(const float* x, int32_t b) const {
+  return x + static_cast<int64_t>(b) * kblock_cols_ * kTileTokens;
+}
+
+void PackedLinear::run_group_pairs(const KernelTable& kernels, int32_t q0, int32_t q1, const float* x,
+                                   float* y_group, int32_t n, const Epilogue& ep) const {
   const SpmmFn spmm = layout_ == Layout::kUnstructured ? kernels.spmm_csr : kernels.spmm_block4;
-  // The first K-block starts from the bias (and the residual, unless an activation must come between them).
   const bool has_act = ep.act != Activation::kNone;
+  // The first K-block starts from the bias (and the residual, unless an activation must come between them).
   Epilogue step;
   step.bias = ep.bias;
   if (!has_act) {
     step.residual = ep.residual;
     step.ldr = ep.ldr;
   }
-  const Epilogue rest = [&] {
-    Epilogue r = ep;
-    r.bias = nullptr;
-    return r;
-  }();
-  // Row groups: all K-blocks of one group of panels before the next group, so the group's partial sums stay in
-  // L1/L2 between blocks instead of a pass over every output row per block.
-  const int32_t group_pairs = group_panels_ > 0 ? group_panels_ * (kPanelRows / 2) : p1 - p0;
-  for (int32_t g0 = p0; g0 < p1; g0 += group_pairs) {
-    const int32_t g1 = std::min(p1, g0 + group_pairs);
-    for (int32_t b = 0; b < kblocks_; ++b) {
-      step.accumulate = b > 0;
-      const PairedView view{pair_ptr_.data() + static_cast<std::size_t>(b) * (pairs_ + 1),
-                            pair_rows_.data() + static_cast<std::size_t>(b) * pairs_ * 2, idx_.data(),
-                            values_.data()};
-      spmm(view, g0, g1, x, kTileTokens, y, kTileTokens, n, step);
+  for (int32_t b = 0; b < kblocks_; ++b) {
+    step.accumulate = b > 0;
+    spmm(kblock_view(b), q0, q1, kblock_input(x, b), kTileTokens, y_group, kTileTokens, n, step);
+  }
+  if (!has_act) return;
+  // Activation, then residual, over the rows these pairs wrote (any block's pairing lists the same rows).
+  Epilogue rest = ep;
+  rest.bias = nullptr;
+  kernels.finish_rows(pair_rows_.data() + 2 * static_cast<std::size_t>(q0), 2 * (q1 - q0), y_group, kTileTokens,
+                      n, rest);
+}
+
+void PackedLinear::run_sparse_pairs(const KernelTable& kernels, int32_t p0, int32_t p1, const float* x, float* y,
+                                    int32_t n, const Epilogue& ep) const {
+  // Row groups in turn (see choose_group_rows), each with its rows counted from its first.
+  for (int32_t g = 0; g < groups(); ++g) {
+    const int32_t q0 = std::max(p0, group_pairs_[g]), q1 = std::min(p1, group_pairs_[g + 1]);
+    if (q0 >= q1) continue;
+    const int64_t base = static_cast<int64_t>(g) * group_rows_;
+    Epilogue eg = ep;
+    eg.bias = ep.bias + base;
+    if (ep.residual) eg.residual = ep.residual + base * ep.ldr;
+    run_group_pairs(kernels, q0, q1, x, y + base * kTileTokens, n, eg);
+  }
+}
+
+void PackedLinear::run_group(const KernelTable& kernels, int32_t g, const float* x, float* y_group, int32_t n,
+                             Activation act) const {
+  Epilogue ep;
+  ep.bias = bias_.data() + static_cast<int64_t>(g) * group_rows_;
+  ep.act = act;
+  run_group_pairs(kernels, group_pairs_[g], group_pairs_[g + 1], x, y_group, n, ep);
+}
+
+void PackedLinear::run_kblock(const KernelTable& kernels, int32_t b, const float* x_block, float* y, int32_t n,
+                              const float* residual) const {
+  const SpmmFn spmm = layout_ == Layout::kUnstructured ? kernels.spmm_csr : kernels.spmm_block4;
+  for (int32_t g = 0; g < groups(); ++g) {
+    const int64_t base = static_cast<int64_t>(g) * group_rows_;
+    Epilogue step;
+    step.accumulate = b > 0;
+    step.bias = bias_.data() + base;
+    if (residual) {
+      step.residual = residual + base * kTileTokens;
+      step.ldr = kTileTokens;
     }
-    if (!has_act) continue;
-    // Activation, then residual, over the rows these pairs wrote (any block's pairing lists the same rows).
-    kernels.finish_rows(pair_rows_.data() + 2 * static_cast<std::size_t>(g0), 2 * (g1 - g0), y, kTileTokens, n,
-                        rest);
+    spmm(kblock_view(b), group_pairs_[g], group_pairs_[g + 1], x_block, kTileTokens, y + base * kTileTokens,
+         kTileTokens, n, step);
   }
 }
 

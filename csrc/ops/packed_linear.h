@@ -44,6 +44,23 @@ class PackedLinear {
   void forward(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
                Activation act = Activation::kNone, const TileMatrix* residual = nullptr) const;
 
+  // The pieces of a sparse forward over one token tile (n <= kTileTokens tokens, rows kTileTokens floats apart),
+  // for ops that interleave two layers (ops/fused_ffn.h). Sparse layouts only.
+  static constexpr int32_t kGroupRows = 128;  // rows per row group of a matrix much taller than wide
+  bool sparse() const { return layout_ != Layout::kDense; }
+  int32_t kblock_cols() const { return kblock_cols_; }
+  int32_t kblocks() const { return kblocks_; }
+  int32_t group_rows() const { return group_rows_; }
+  int32_t groups() const { return static_cast<int32_t>(group_pairs_.size()) - 1; }
+  // Rows of group g (from row g * group_rows()), every K-block, bias and activation applied, into y_group
+  // (the group's first row first).
+  void run_group(const KernelTable& kernels, int32_t g, const float* x, float* y_group, int32_t n,
+                 Activation act) const;
+  // K-block b of every row: x_block holds the block's input columns (from its first), y the whole output tile.
+  // Block 0 starts from bias + residual (residual may be null), later blocks add to y. No activation.
+  void run_kblock(const KernelTable& kernels, int32_t b, const float* x_block, float* y, int32_t n,
+                  const float* residual) const;
+
  private:
   PackedLinear(Layout layout, int32_t rows, int32_t cols) : layout_(layout), rows_(rows), cols_(cols) {}
   void set_bias(const float* bias);
@@ -57,6 +74,12 @@ class PackedLinear {
   // Sparse pairs [p0, p1) of one tile, every K-block.
   void run_sparse_pairs(const KernelTable& kernels, int32_t p0, int32_t p1, const float* x, float* y, int32_t n,
                         const Epilogue& ep) const;
+  // Pairs [q0, q1) of one row group, every K-block: y_group, ep.bias and ep.residual start at the group's first
+  // row.
+  void run_group_pairs(const KernelTable& kernels, int32_t q0, int32_t q1, const float* x, float* y_group,
+                       int32_t n, const Epilogue& ep) const;
+  PairedView kblock_view(int32_t b) const;
+  const float* kblock_input(const float* x, int32_t b) const;  // block b's first input row within a tile
 
   Layout layout_;
   int32_t rows_, cols_;
@@ -74,13 +97,14 @@ class PackedLinear {
   static constexpr int32_t kPanelRows = 32;  // rows per panel: the unit of re-sorting and of work sharing
   int32_t kblock_cols_ = 0;
   int32_t kblocks_ = 1;
-  int32_t group_panels_ = 0;         // panels per row group (0: all the caller's panels in one group)
+  int32_t group_rows_ = 0;           // rows per row group (rows_: one group)
   int32_t pairs_ = 0;               // pairs per K-block
   AlignedBuffer<int32_t> pair_ptr_;  // kblocks_ x (pairs_ + 1) absolute entry offsets
-  AlignedBuffer<int32_t> pair_rows_; // kblocks_ x pairs_ x 2 output rows (-1: no second row)
-  AlignedBuffer<uint16_t> idx_;      // 2 per entry
+  AlignedBuffer<int32_t> pair_rows_; // kblocks_ x pairs_ x 2 output rows from the group's first (-1: none)
+  AlignedBuffer<uint16_t> idx_;      // 2 per entry, counted from the K-block's first column (or 4-block)
   AlignedBuffer<float> values_;      // 2 x width per entry
   std::vector<int32_t> panel_pairs_;  // panels + 1: first pair of each panel
+  std::vector<int32_t> group_pairs_;  // groups + 1: first pair of each row group
   std::vector<int64_t> panel_work_;   // panels + 1: prefix sums of entries per panel over all K-blocks
 };
 

@@ -174,8 +174,8 @@ class SparseEngine:
 
     def profile(self, inputs: Mapping[str, Any] | Sequence[Any], runs: int = 10) -> dict[str, float]:
         """Mean wall time in milliseconds of each op of ``run(inputs)`` over ``runs`` runs, each op summed over
-        the layers (embeddings, qkv, attention, attention_output, layer_norm, ffn_up, ffn_down,
-        heads_and_output). The timed runs are extra runs; the engine's outputs are not returned."""
+        the layers (embeddings, qkv, attention, attention_output, layer_norm, ffn_up and ffn_down — or ffn when
+        the two run fused —, heads_and_output). The timed runs are extra runs; the engine's outputs are not returned."""
         if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
             raise ValueError(f"runs must be a positive integer, got {runs!r}")
         totals: dict[str, float] = {}
