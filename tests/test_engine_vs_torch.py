@@ -238,6 +238,22 @@ def test_wide_odd_sizes_parity(kind, tmp_path):
         assert_matches_torch(out, ref, inp["attention_mask"], what=f"wide/{kind}/{isa}")
 
 
+# Sequences that fill whole 64-token tiles take attention's gather-free path (GEMMs on the tiles, the keys in
+# 64-token pieces); padded and one-token sequences in the same batch must still match.
+@pytest.mark.parametrize("seq", [64, 128, 192])
+def test_tile_aligned_attention_parity(seq, tmp_path):
+    model = make_model("base", seed=29, num_hidden_layers=2, hidden_size=68, num_attention_heads=4,
+                       intermediate_size=130, max_position_embeddings=200)
+    apply_plan_(model, "unstructured")
+    inp = random_inputs(model.config.vocab_size, [seq, seq - 37, 1], seq_len=seq, seed=seq)
+    ref = torch_forward(model, inp)
+    path, _ = export_from(model, "object", tmp_path)
+    for isa in AVAILABLE_ISAS:
+        for threads in (1, 2):
+            out = SparseEngine.load(path, isa=isa, num_threads=threads).run(inp)
+            assert_matches_torch(out, ref, inp["attention_mask"], what=f"aligned seq={seq}/{isa}/{threads}")
+
+
 # FFN up and down run fused (ops/fused_ffn.h) when both are sparse and FFN down's K-blocks are whole row groups
 # of FFN up. The fused op must give exactly the unfused result (same sums in the same order), including an
 # intermediate size that ends inside a 4-block, and the engine falls back when the tiles do not share out evenly.
