@@ -36,7 +36,8 @@ std::string config_str(const py::dict& config, const char* key) {
 EncoderConfig parse_config(const py::dict& c) {
   EncoderConfig cfg;
   const std::string model_type = config_str(c, "model_type");
-  if (model_type != "bert") throw py::value_error("encoder config: unsupported model_type '" + model_type + "'");
+  if (model_type != "bert" && model_type != "distilbert" && model_type != "roberta")
+    throw py::value_error("encoder config: unsupported model_type '" + model_type + "'");
   // Bounds keep every index product far from int32 overflow.
   cfg.hidden = config_int(c, "hidden_size", 1, 65535);
   cfg.layers = config_int(c, "num_hidden_layers", 1, 1024);
@@ -56,8 +57,22 @@ EncoderConfig parse_config(const py::dict& c) {
   if (head == "none") cfg.head = Head::kNone;
   else if (head == "sequence_classification") cfg.head = Head::kSequenceClassification;
   else if (head == "question_answering") cfg.head = Head::kQuestionAnswering;
+  else if (head == "token_classification") cfg.head = Head::kTokenClassification;
   else throw py::value_error("encoder config: unknown head '" + head + "'");
-  cfg.num_labels = cfg.head == Head::kSequenceClassification ? config_int(c, "num_labels", 1, 1 << 20) : 0;
+  const bool labelled = cfg.head == Head::kSequenceClassification || cfg.head == Head::kTokenClassification;
+  cfg.num_labels = labelled ? config_int(c, "num_labels", 1, 1 << 20) : 0;
+  // Optional keys (absent from files written before DistilBERT and RoBERTa): BERT's behaviour.
+  const std::string positions = c.contains("position_ids") ? config_str(c, "position_ids") : "absolute";
+  if (positions == "padding_offset") {
+    cfg.positions_from_ids = true;
+    cfg.pad_token_id = config_int(c, "pad_token_id", 0, 1 << 24);
+  } else if (positions != "absolute") {
+    throw py::value_error("encoder config: unknown position_ids '" + positions + "'");
+  }
+  const std::string pooler_act = c.contains("pooler_act") ? config_str(c, "pooler_act") : "tanh";
+  if (pooler_act != "tanh" && pooler_act != "relu")
+    throw py::value_error("encoder config: unknown pooler_act '" + pooler_act + "'");
+  cfg.pooler_act = parse_activation(pooler_act);
   if (!c.contains("has_pooler") || !py::isinstance<py::bool_>(c["has_pooler"]))
     throw py::value_error("encoder config: 'has_pooler' must be a bool");
   cfg.has_pooler = c["has_pooler"].cast<bool>();
@@ -144,6 +159,7 @@ std::unique_ptr<Encoder> build_encoder(const py::dict& config, const py::dict& t
   if (cfg.has_pooler) pooler = src.linear("pooler", h, h);
   if (cfg.head == Head::kSequenceClassification) head = src.linear("classifier", cfg.num_labels, h);
   if (cfg.head == Head::kQuestionAnswering) head = src.linear("qa_outputs", 2, h);
+  if (cfg.head == Head::kTokenClassification) head = src.linear("classifier", cfg.num_labels, h);
   src.reject_unused();
   return std::make_unique<Encoder>(cfg, std::move(emb), std::move(layers), pooler, head, num_threads, isa);
 }

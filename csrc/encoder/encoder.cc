@@ -38,6 +38,10 @@ void EncoderConfig::validate() const {
   require(layer_norm_eps > 0.0f, "encoder config: layer_norm_eps must be positive");
   require(head != Head::kSequenceClassification || (has_pooler && num_labels > 0),
           "encoder config: sequence classification needs a pooler and num_labels > 0");
+  require(head != Head::kTokenClassification || num_labels > 0,
+          "encoder config: token classification needs num_labels > 0");
+  require(!positions_from_ids || (pad_token_id >= 0 && pad_token_id < vocab && pad_token_id + 1 < max_positions),
+          "encoder config: pad_token_id must be a token id whose position ids fit max_position_embeddings");
 }
 
 Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
@@ -61,9 +65,9 @@ void Encoder::check_inputs(const int32_t* ids, const int32_t* mask, const int32_
                            int32_t seq) const {
   require(batch > 0 && seq > 0, "inputs must have batch >= 1 and seq >= 1, got [" + std::to_string(batch) + ", " +
                                     std::to_string(seq) + "]");
-  require(seq <= config_.max_positions, "sequence length " + std::to_string(seq) +
-                                            " exceeds max_position_embeddings " +
-                                            std::to_string(config_.max_positions));
+  require(seq <= config_.max_sequence(),
+          "sequence length " + std::to_string(seq) + " exceeds the longest this model's position embeddings allow (" +
+              std::to_string(config_.max_sequence()) + ")");
   const int64_t n = static_cast<int64_t>(batch) * seq;
   require(n <= INT32_MAX / 4, "too many tokens in one call");
   for (int64_t t = 0; t < n; ++t) {
@@ -95,7 +99,19 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     profile_.clear();
     last_mark_ = std::chrono::steady_clock::now();
   }
-  embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, batch, seq, hidden_);
+  positions_.resize(tokens);
+  for (int32_t b = 0; b < batch; ++b) {
+    int32_t* pos = positions_.data() + static_cast<int64_t>(b) * seq;
+    const int32_t* ids = input_ids + static_cast<int64_t>(b) * seq;
+    if (!config_.positions_from_ids) {
+      for (int32_t s = 0; s < seq; ++s) pos[s] = s;
+      continue;
+    }
+    int32_t rank = 0;  // check_inputs bounds seq, so pad_token_id + rank < max_positions
+    for (int32_t s = 0; s < seq; ++s)
+      pos[s] = ids[s] == config_.pad_token_id ? config_.pad_token_id : config_.pad_token_id + ++rank;
+  }
+  embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, positions_.data(), tokens, hidden_);
   mark("embeddings");
   const AttentionShape shape{batch, seq, config_.heads, hidden / config_.heads};
   for (const EncoderLayer& layer : layers_) {
@@ -132,7 +148,7 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     cls_.resize(hidden, batch);
     for (int32_t b = 0; b < batch; ++b)
       for (int32_t f = 0; f < hidden; ++f) cls_.at(f, b) = hidden_.at(f, b * seq);
-    pooler_->forward(kernels_, pool_, cls_, pooled_, Activation::kTanh);
+    pooler_->forward(kernels_, pool_, cls_, pooled_, config_.pooler_act);
     Output& po = out["pooler_output"];
     po.shape = {batch, hidden};
     po.data.resize(static_cast<std::size_t>(batch) * hidden);
@@ -143,6 +159,12 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     Output& logits = out["logits"];
     logits.shape = {batch, config_.num_labels};
     logits.data.resize(static_cast<std::size_t>(batch) * config_.num_labels);
+    copy_out(head_out_, logits.data.data());
+  } else if (config_.head == Head::kTokenClassification) {
+    head_linear_->forward(kernels_, pool_, hidden_, head_out_);
+    Output& logits = out["logits"];
+    logits.shape = {batch, seq, config_.num_labels};
+    logits.data.resize(static_cast<std::size_t>(tokens) * config_.num_labels);
     copy_out(head_out_, logits.data.data());
   } else if (config_.head == Head::kQuestionAnswering) {
     head_linear_->forward(kernels_, pool_, hidden_, head_out_);

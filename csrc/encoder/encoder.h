@@ -21,7 +21,7 @@
 
 namespace sparsebert {
 
-enum class Head { kNone, kSequenceClassification, kQuestionAnswering };
+enum class Head { kNone, kSequenceClassification, kQuestionAnswering, kTokenClassification };
 
 struct EncoderConfig {
   int32_t hidden = 0, layers = 0, heads = 0, intermediate = 0, vocab = 0, max_positions = 0, type_vocab = 0;
@@ -30,6 +30,14 @@ struct EncoderConfig {
   Head head = Head::kNone;
   int32_t num_labels = 0;
   bool has_pooler = false;
+  Activation pooler_act = Activation::kTanh;  // BERT's pooler and RoBERTa's classifier: tanh; DistilBERT: ReLU
+  // Position ids: 0 .. seq-1 (BERT, DistilBERT), or RoBERTa's: pad_token_id for padding tokens, else
+  // pad_token_id + the token's rank among the sequence's non-padding tokens (counted from 1).
+  bool positions_from_ids = false;
+  int32_t pad_token_id = 0;
+
+  // The longest sequence whose position ids stay inside the position table.
+  int32_t max_sequence() const { return positions_from_ids ? max_positions - pad_token_id - 1 : max_positions; }
 
   // std::invalid_argument naming the first inconsistency.
   void validate() const;
@@ -92,6 +100,7 @@ class Encoder {
   std::vector<AttentionScratch> attention_scratch_;
   std::vector<AlignedBuffer<float>> ffn_panels_;
   std::vector<uint8_t> keep_;
+  std::vector<int32_t> positions_;
 
   bool profiling_ = false;
   std::vector<std::pair<std::string, double>> profile_;  // op -> milliseconds, in first-seen order

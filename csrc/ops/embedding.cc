@@ -5,9 +5,9 @@
 namespace sparsebert {
 
 void embed(const KernelTable& kernels, ThreadPool& pool, const EmbeddingTables& e, const int32_t* ids,
-           const int32_t* types, int32_t batch, int32_t seq, TileMatrix& out) {
+           const int32_t* types, const int32_t* positions, int32_t tokens, TileMatrix& out) {
   const int32_t hidden = e.hidden;
-  out.resize(hidden, batch * seq);
+  out.resize(hidden, tokens);
   pool.parallel_for_static(out.num_tiles(), [&](int tile, int) {
     float* dst = out.tile(tile);
     const int32_t n = out.tokens_in_tile(tile);
@@ -15,7 +15,7 @@ void embed(const KernelTable& kernels, ThreadPool& pool, const EmbeddingTables& 
       const int32_t t = tile * kTileTokens + lane;
       const float* w = e.word.data() + static_cast<int64_t>(ids[t]) * hidden;
       const float* ty = e.token_type.data() + static_cast<int64_t>(types[t]) * hidden;
-      const float* p = e.position.data() + static_cast<int64_t>(t % seq) * hidden;
+      const float* p = e.position.data() + static_cast<int64_t>(positions[t]) * hidden;
       // Same association as PyTorch ((word + type) + position), so the sums round identically.
       for (int32_t f = 0; f < hidden; ++f) dst[static_cast<int64_t>(f) * kTileTokens + lane] = (w[f] + ty[f]) + p[f];
     }

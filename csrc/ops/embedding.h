@@ -1,4 +1,4 @@
-// BERT embeddings: word + token type + absolute position, then LayerNorm.
+// BERT-family embeddings: word + token type + position, then LayerNorm.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +17,8 @@ struct EmbeddingTables {
   AlignedBuffer<float> word, position, token_type, gamma, beta;  // [vocab][H], [positions][H], [types][H], [H]
 };
 
-// ids and types are batch*seq values already checked to be in range; out becomes H x batch*seq.
+// ids, types and positions are `tokens` values already checked to be in range; out becomes H x tokens.
 void embed(const KernelTable& kernels, ThreadPool& pool, const EmbeddingTables& tables, const int32_t* ids,
-           const int32_t* types, int32_t batch, int32_t seq, TileMatrix& out);
+           const int32_t* types, const int32_t* positions, int32_t tokens, TileMatrix& out);
 
 }  // namespace sparsebert

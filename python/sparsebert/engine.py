@@ -15,7 +15,7 @@ import numpy as np
 from ._native import load_core
 from .errors import ModelFormatError
 from .format import PackedModel, read_model
-from .format.spec import expected_tensors
+from .format.spec import expected_tensors, max_sequence_length
 from .packing import to_packed_linear
 
 _core = load_core()
@@ -52,9 +52,11 @@ def _check_isa(isa: Any) -> str:
 
 def output_names_for(config: Mapping[str, Any]) -> list[str]:
     names = ["last_hidden_state"]
-    if config["has_pooler"]:
+    # A pooler that is the first layer of a classification head (RoBERTa's classifier.dense, DistilBERT's
+    # pre_classifier) is no output of the transformers model, so not of ours.
+    if config["has_pooler"] and not config.get("pooler_is_head", False):
         names.append("pooler_output")
-    if config["head"] == "sequence_classification":
+    if config["head"] in ("sequence_classification", "token_classification"):
         names.append("logits")
     elif config["head"] == "question_answering":
         names += ["start_logits", "end_logits"]
@@ -158,9 +160,10 @@ class SparseEngine:
                 raise ValueError(f"{name} has shape {array.shape} but input_ids has shape {shape}")
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"input_ids has shape {shape}; batch and sequence length must be at least 1")
-        max_pos = self._config["max_position_embeddings"]
-        if shape[1] > max_pos:
-            raise ValueError(f"sequence length {shape[1]} exceeds max_position_embeddings {max_pos}")
+        longest = max_sequence_length(self._config)
+        if shape[1] > longest:
+            raise ValueError(f"sequence length {shape[1]} exceeds the longest this model accepts ({longest}, "
+                             f"from max_position_embeddings {self._config['max_position_embeddings']})")
         _check_range("input_ids", ids, 0, self._config["vocab_size"])
         if types is not None:
             _check_range("token_type_ids", types, 0, self._config["type_vocab_size"])
@@ -170,7 +173,8 @@ class SparseEngine:
         types = np.zeros(shape, np.int32) if types is None else _to_int32(types)
         ids = _to_int32(ids)
         # The C++ encoder serialises concurrent runs itself (one set of scratch buffers per engine).
-        return self._encoder.run(ids, mask, types)
+        out = self._encoder.run(ids, mask, types)
+        return {name: out[name] for name in self._output_names}
 
     def profile(self, inputs: Mapping[str, Any] | Sequence[Any], runs: int = 10) -> dict[str, float]:
         """Mean wall time in milliseconds of each op of ``run(inputs)`` over ``runs`` runs, each op summed over

@@ -9,7 +9,7 @@ from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
 from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
-from . import hf_bert
+from . import hf_bert, hf_checkpoint, hf_config, hf_distilbert
 from .report import ExportReport, LinearRow
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
@@ -22,7 +22,7 @@ def export(
     dense_below: float = DENSE_BELOW,
     verbose: bool = True,
 ) -> ExportReport:
-    """Export a BERT checkpoint (directory or transformers model) to a ``.sbert`` file.
+    """Export a BERT, RoBERTa or DistilBERT checkpoint (directory or transformers model) to a ``.sbert`` file.
 
     ``layout="auto"`` chooses per linear layer: dense below ``dense_below`` sparsity,
     else block4 when the nonzeros fill aligned 4-blocks well, else unstructured.
@@ -39,9 +39,10 @@ def export(
         # Fail before the (possibly long) load and pack, not at the final write.
         raise FileNotFoundError(f"output directory does not exist: {out_dir}")
 
-    checkpoint = hf_bert.load_checkpoint(source)
-    config = hf_bert.encoder_config(checkpoint)
-    items = hf_bert.encoder_tensors(checkpoint, config)
+    checkpoint = hf_checkpoint.load_checkpoint(source)
+    config = hf_config.encoder_config(checkpoint)
+    mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
+    items = mapper.encoder_tensors(checkpoint, config)
 
     tensors, rows = {}, []
     for name, item in items.items():

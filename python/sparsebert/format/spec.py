@@ -55,7 +55,10 @@ TENSOR_KEYS = ("dtype", "shape", "offset", "nbytes", "crc32")
 LINEAR_KEYS = ("layout", "shape", "nnz", "sparsity", "block_fill", "bytes")
 
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
-HEADS = ("none", "sequence_classification", "question_answering")
+HEADS = ("none", "sequence_classification", "question_answering", "token_classification")
+MODEL_TYPES = ("bert", "distilbert", "roberta")
+POSITION_IDS = ("absolute", "padding_offset")  # 0..seq-1, or RoBERTa's (see max_sequence_length)
+POOLER_ACTS = ("tanh", "relu")
 QA_OUTPUTS = 2  # start and end logits
 # Encoder config integers and their smallest legal value.
 CONFIG_INTS = {
@@ -69,6 +72,8 @@ CONFIG_INTS = {
     "num_labels": 0,
 }
 CONFIG_KEYS = ("model_type", *CONFIG_INTS, "layer_norm_eps", "hidden_act", "head", "has_pooler")
+# Optional keys and the value a config without them means (files from before DistilBERT and RoBERTa).
+CONFIG_DEFAULTS = {"position_ids": "absolute", "pooler_act": "tanh", "pooler_is_head": False}
 
 # Problems listed in one message before the rest are only counted.
 MAX_LISTED = 20
@@ -114,8 +119,14 @@ def validate_config(config: Any) -> None:
     if missing:
         raise ModelFormatError(f"config is missing {', '.join(missing)}")
     problems = []
-    if config["model_type"] != "bert":
-        problems.append(f"model_type is {config['model_type']!r}, expected 'bert'")
+    if config["model_type"] not in MODEL_TYPES:
+        problems.append(f"model_type is {config['model_type']!r}, expected one of {', '.join(MODEL_TYPES)}")
+    if config.get("position_ids", "absolute") not in POSITION_IDS:
+        problems.append(f"position_ids {config['position_ids']!r} is not one of {', '.join(POSITION_IDS)}")
+    if config.get("pooler_act", "tanh") not in POOLER_ACTS:
+        problems.append(f"pooler_act {config['pooler_act']!r} is not one of {', '.join(POOLER_ACTS)}")
+    if not isinstance(config.get("pooler_is_head", False), bool):
+        problems.append(f"pooler_is_head must be true or false, got {config['pooler_is_head']!r}")
     for key, least in CONFIG_INTS.items():
         if not is_int(config[key]) or config[key] < least:
             problems.append(f"{key} must be an integer >= {least}, got {config[key]!r}")
@@ -146,6 +157,28 @@ def validate_config(config: Any) -> None:
             raise ModelFormatError("head 'sequence_classification' needs num_labels >= 1")
     if config["head"] == "question_answering" and config["num_labels"] != QA_OUTPUTS:
         raise ModelFormatError(f"head 'question_answering' needs num_labels = {QA_OUTPUTS}")
+    if config["head"] == "token_classification" and config["num_labels"] < 1:
+        raise ModelFormatError("head 'token_classification' needs num_labels >= 1")
+    if config.get("pooler_is_head") and not (config["has_pooler"] and config["head"] == "sequence_classification"):
+        raise ModelFormatError("pooler_is_head needs a pooler and head 'sequence_classification'")
+    if config.get("position_ids") == "padding_offset":
+        pad = config.get("pad_token_id")
+        if not is_int(pad) or not 0 <= pad < config["vocab_size"] or pad + 1 >= config["max_position_embeddings"]:
+            raise ModelFormatError(
+                f"position_ids 'padding_offset' needs pad_token_id in [0, vocab_size) with pad_token_id + 1 < "
+                f"max_position_embeddings, got {pad!r}"
+            )
+
+
+def max_sequence_length(config: Mapping[str, Any]) -> int:
+    """The longest input sequence whose position ids fit the position table.
+
+    RoBERTa numbers non-padding tokens from pad_token_id + 1 (padding tokens get pad_token_id), so it gives up
+    pad_token_id + 1 positions (roberta-base: 514 positions, 512 tokens).
+    """
+    if config.get("position_ids") == "padding_offset":
+        return config["max_position_embeddings"] - config["pad_token_id"] - 1
+    return config["max_position_embeddings"]
 
 
 def expected_tensors(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, int]]]:
@@ -175,6 +208,8 @@ def expected_tensors(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ..
         linears["classifier"] = (config["num_labels"], h)
     elif config["head"] == "question_answering":
         linears["qa_outputs"] = (QA_OUTPUTS, h)
+    elif config["head"] == "token_classification":
+        linears["classifier"] = (config["num_labels"], h)
     return arrays, linears
 
 

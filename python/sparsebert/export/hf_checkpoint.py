@@ -1,0 +1,232 @@
+"""Read a transformers BERT-family checkpoint: its config, its weights and what model it is.
+
+Sources: a model object (any class in ARCHITECTURES) or a checkpoint directory with ``config.json`` and
+``model.safetensors`` (read with ``safetensors.numpy``, so no torch is needed) or ``pytorch_model.bin``
+(``torch.load(weights_only=True)``: never unpickle code).
+
+Weights are renamed to drop the family's encoder prefix (``bert.``, ``roberta.``, ``distilbert.``), so the
+mappers (hf_bert.py, hf_distilbert.py) see one naming whether the source was a bare encoder or a task model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedModelError
+
+# transformers class / config.architectures entry -> (family, encoder head)
+ARCHITECTURES = {
+    "BertModel": ("bert", "none"),
+    "BertForSequenceClassification": ("bert", "sequence_classification"),
+    "BertForQuestionAnswering": ("bert", "question_answering"),
+    "BertForTokenClassification": ("bert", "token_classification"),
+    "RobertaModel": ("roberta", "none"),
+    "RobertaForSequenceClassification": ("roberta", "sequence_classification"),
+    "RobertaForQuestionAnswering": ("roberta", "question_answering"),
+    "RobertaForTokenClassification": ("roberta", "token_classification"),
+    "DistilBertModel": ("distilbert", "none"),
+    "DistilBertForSequenceClassification": ("distilbert", "sequence_classification"),
+    "DistilBertForQuestionAnswering": ("distilbert", "question_answering"),
+    "DistilBertForTokenClassification": ("distilbert", "token_classification"),
+}
+FAMILIES = ("bert", "roberta", "distilbert")  # config.json model_type values
+ENCODER_PREFIXES = {family: family + "." for family in FAMILIES}  # task models keep the encoder under .<family>
+# Very old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_BIN = "pytorch_model.bin"
+
+
+@dataclass
+class Checkpoint:
+    hf_config: dict[str, Any]
+    weights: dict[str, np.ndarray]  # names without the family's encoder prefix
+    family: str  # "bert", "roberta" or "distilbert"
+    head: str  # encoder head: "none", "sequence_classification", "question_answering", "token_classification"
+    architecture: str  # the transformers class name (or the one inferred from the weights)
+    source: str  # for messages and the file's producer record
+    prefixed: bool  # whether the source named encoder weights "<family>.*"
+
+    @property
+    def prefix(self) -> str:
+        return ENCODER_PREFIXES[self.family] if self.prefixed else ""
+
+
+def supported_list() -> str:
+    return ", ".join(ARCHITECTURES)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_checkpoint(source: Any) -> Checkpoint:
+    if isinstance(source, (str, os.PathLike)):
+        return _load_directory(os.fspath(source))
+    if hasattr(source, "state_dict") and hasattr(source, "config"):
+        return _load_model_object(source)
+    raise TypeError(
+        f"export() takes a checkpoint directory or a transformers model, got {type(source).__name__}"
+    )
+
+
+def _canonical(raw: dict[str, Any], family: str) -> tuple[dict[str, Any], bool]:
+    prefix = ENCODER_PREFIXES[family]
+    weights, prefixed = {}, False
+    for name, value in raw.items():
+        if name.startswith(prefix):
+            name, prefixed = name[len(prefix):], True
+        for old, new in LEGACY_SUFFIXES.items():
+            if name.endswith(old):
+                name = name[: -len(old)] + new
+        weights[name] = value
+    return weights, prefixed
+
+
+def _architecture_of_class(model: Any) -> str:
+    for cls in type(model).__mro__:
+        if cls.__name__ in ARCHITECTURES:
+            return cls.__name__
+    raise UnsupportedModelError(f"cannot export a {type(model).__name__}; supported: {supported_list()}")
+
+
+def _load_model_object(model: Any) -> Checkpoint:
+    import torch
+
+    architecture = _architecture_of_class(model)
+    family, head = ARCHITECTURES[architecture]
+    raw = {}
+    for name, tensor in model.state_dict().items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point():
+            # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
+            raw[name] = tensor.detach().to("cpu", torch.float32).numpy()
+    weights, prefixed = _canonical(raw, family)
+    name = getattr(model.config, "_name_or_path", "") or ""
+    source = f"{type(model).__name__}" + (f" ({name})" if name else "")
+    return Checkpoint(model.config.to_dict(), weights, family, head, architecture, source, prefixed)
+
+
+def _load_directory(path: str) -> Checkpoint:
+    from . import hf_config  # the config checks live with the config mapping
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such checkpoint directory: {path}")
+    if not os.path.isdir(path):
+        raise UnsupportedModelError(f"{path} is not a directory; export a transformers checkpoint directory")
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise UnsupportedModelError(f"{path} has no config.json; not a transformers checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UnsupportedModelError(f"{config_path} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise UnsupportedModelError(f"{config_path} does not hold a JSON object")
+    # Refuse on the config alone before reading (possibly gigabytes of) weights.
+    family = hf_config.family_of(config, path)
+    hf_config.check_hf_config(config, family, path)
+    architecture = _architecture_of_config(config, family, path)
+    weights, prefixed = _canonical(_read_weights(path), family)
+    if architecture is None:
+        architecture = _architecture_of_weights(weights, family)
+    head = ARCHITECTURES[architecture][1]
+    return Checkpoint(config, weights, family, head, architecture, path, prefixed)
+
+
+def _architecture_of_config(config: dict[str, Any], family: str, path: str) -> str | None:
+    names = config.get("architectures") or []
+    if not isinstance(names, list):
+        raise UnsupportedModelError(f"{path}: config.json architectures must be a list, got {names!r}")
+    if not names:
+        return None
+    if names[0] not in ARCHITECTURES:
+        raise UnsupportedModelError(f"{path}: architecture {names[0]} is not supported; supported: {supported_list()}")
+    if ARCHITECTURES[names[0]][0] != family:
+        raise UnsupportedModelError(f"{path}: architecture {names[0]} does not match model_type {family!r}")
+    return names[0]
+
+
+# Configs saved without "architectures": the head weights tell what the model is. A classifier over every token
+# (token classification) is one linear on the encoder output; a sequence classifier comes after a pooler
+# (BERT), a dense + tanh (RoBERTa's classifier.dense) or a pre_classifier (DistilBERT).
+_CLASS_NAMES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
+_SEQUENCE_CLASSIFIER_MARKS = {"bert": "pooler.dense.weight", "roberta": "classifier.dense.weight",
+                              "distilbert": "pre_classifier.weight"}
+
+
+def _architecture_of_weights(weights: dict[str, Any], family: str) -> str:
+    name = _CLASS_NAMES[family]
+    if "qa_outputs.weight" in weights:
+        return f"{name}ForQuestionAnswering"
+    if "classifier.out_proj.weight" in weights or (
+        "classifier.weight" in weights and _SEQUENCE_CLASSIFIER_MARKS[family] in weights
+    ):
+        return f"{name}ForSequenceClassification"
+    if "classifier.weight" in weights:
+        return f"{name}ForTokenClassification"
+    return f"{name}Model"
+
+
+def _read_weights(path: str) -> dict[str, np.ndarray]:
+    single = os.path.join(path, SAFETENSORS)
+    if os.path.isfile(single):
+        return _read_safetensors(single)
+    index = os.path.join(path, SAFETENSORS_INDEX)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UnsupportedModelError(f"cannot read {index}: {exc!r}") from None
+        weights = {}
+        for shard in shards:
+            weights.update(_read_safetensors(os.path.join(path, shard)))
+        return weights
+    pickle_path = os.path.join(path, PYTORCH_BIN)
+    if os.path.isfile(pickle_path):
+        return _read_pytorch_bin(pickle_path)
+    raise UnsupportedModelError(f"{path} holds no {SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH_BIN}")
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except SafetensorError as exc:
+        raise UnsupportedModelError(f"cannot read {path}: {exc}") from None
+    except TypeError as exc:
+        # numpy has no bfloat16: such files need torch to widen them.
+        try:
+            import torch
+            from safetensors.torch import load_file as load_torch
+        except ImportError:
+            raise UnsupportedModelError(f"cannot read {path} without torch ({exc})") from None
+        try:
+            tensors = load_torch(path)
+        except SafetensorError as exc2:
+            raise UnsupportedModelError(f"cannot read {path}: {exc2}") from None
+        return {n: t.to(torch.float32).numpy() for n, t in tensors.items() if t.is_floating_point()}
+
+
+def _read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise UnsupportedModelError(f"reading {path} needs torch; or convert it to model.safetensors") from None
+    try:
+        # weights_only: a checkpoint is data, never code to run.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        raise UnsupportedModelError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict):
+        raise UnsupportedModelError(f"{path} does not hold a state dict")
+    return {n: t.to(torch.float32).numpy() for n, t in state.items() if torch.is_tensor(t) and t.is_floating_point()}
