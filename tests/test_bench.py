@@ -15,6 +15,7 @@ import pytest
 import sparsebert
 from sparsebert.bench import flops, report, timing
 from sparsebert.bench.models import dense_weight, to_transformers
+from sparsebert.format import read_model
 from sparsebert.packing import pack_arrays
 
 from conftest import apply_plan_, assert_close, assert_close_unpadded, make_model, random_inputs, torch_forward
@@ -38,7 +39,8 @@ def exported(request, tmp_path_factory):
     model = _model(request.param)
     apply_plan_(model, "mixed")
     path = tmp_path_factory.mktemp("bench") / f"{request.param}.sbert"
-    report_ = sparsebert.export(model, path, verbose=False)
+    # Not compacted, as the harness exports its own models: the rebuilt weights must equal the originals.
+    report_ = sparsebert.export(model, path, verbose=False, compact=False)
     assert {row.layout for row in report_.rows} == {"dense", "unstructured", "block4"}
     return request.param, model, path
 
@@ -79,6 +81,28 @@ def test_rebuilt_model_computes_the_same_outputs(exported):
     for key in expected:
         # Same weights, same graph, same process: bit-identical.
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def test_rebuilt_compacted_model_computes_the_same_outputs(tmp_path):
+    import torch
+
+    # A compacted file (heads and neurons removed, constants folded into biases) comes back with zero heads and
+    # neurons in place of the removed ones: the same function, up to rounding.
+    model = _model("sequence_classification", seed=11)
+    apply_plan_(model, "unstructured")  # block4 output projections keep heads of size 10 (not a multiple of 4)
+    with torch.no_grad():
+        layer = model.bert.encoder.layer[0]
+        layer.attention.output.dense.weight[:, 10:20] = 0  # head 1 silent
+        layer.intermediate.dense.weight[8:16] = 0  # neurons 8..15 constant (their up bias stays)
+    path = tmp_path / "compacted.sbert"
+    sparsebert.export(model, path, verbose=False)
+    assert read_model(path).config["layer_heads"][0] == 3
+    rebuilt = to_transformers(path)
+    inputs = random_inputs(model.config.vocab_size, [9, 4, 6], seed=3)
+    expected, actual = torch_forward(model, inputs), torch_forward(rebuilt, inputs)
+    assert set(actual) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(actual[key], expected[key], atol=2e-5, err_msg=key)
 
 
 def test_rebuild_refuses_a_file_it_cannot_fully_map(exported, monkeypatch):

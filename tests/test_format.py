@@ -234,8 +234,9 @@ def test_corrupted_json(tmp_path, good):
     _, _, hn, _, _ = parse(good)
     mid = 24 + hn // 2
     for patch in (b"\xff\xfe", b'"', b"}", b"\x00"):
+        at = mid if good[mid : mid + len(patch)] != patch else mid + 1  # the patch must change a byte
         data = bytearray(good)
-        data[mid : mid + len(patch)] = patch
+        data[at : at + len(patch)] = patch
         assert_rejected(tmp_path, bytes(data))
     data = bytearray(good)
     data[24] = ord("[")
@@ -493,7 +494,7 @@ def test_failed_export_during_write(tmp_path, monkeypatch):
 
 def test_export_replaces_existing_file(tmp_path, small_model):
     out_dir, dest = _prepare_destination(tmp_path)
-    sparsebert.export(small_model.model, dest, verbose=False)
+    sparsebert.export(small_model.model, dest, verbose=False, compact=False)
     assert sorted(p.name for p in out_dir.iterdir()) == ["model.sbert"]
     assert dest.read_bytes()[:8] == MAGIC
     # Deterministic: the same model exports to the same tensors and header (the producer entry aside).

@@ -80,6 +80,26 @@ EncoderConfig parse_config(const py::dict& c) {
   return cfg;
 }
 
+// An optional per-layer list of counts in [1, most]; absent: `most` for every layer.
+std::vector<int32_t> per_layer(const py::dict& config, const char* key, int32_t layers, int32_t most) {
+  if (!config.contains(key)) return std::vector<int32_t>(layers, most);
+  py::object v = config[key];
+  if (!py::isinstance<py::list>(v) || py::len(v) != static_cast<std::size_t>(layers))
+    throw py::value_error(std::string("encoder config: '") + key + "' must be a list of " + std::to_string(layers) +
+                          " integers");
+  std::vector<int32_t> out;
+  for (py::handle item : v) {
+    if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item))
+      throw py::value_error(std::string("encoder config: '") + key + "' must hold integers");
+    const int64_t x = item.cast<int64_t>();
+    if (x < 1 || x > most)
+      throw py::value_error(std::string("encoder config: '") + key + "' value " + std::to_string(x) +
+                            " is outside [1, " + std::to_string(most) + "]");
+    out.push_back(static_cast<int32_t>(x));
+  }
+  return out;
+}
+
 // Looks tensors up by name, checks kinds and shapes, and remembers which names were used.
 class TensorSource {
  public:
@@ -142,16 +162,23 @@ std::unique_ptr<Encoder> build_encoder(const py::dict& config, const py::dict& t
   src.copy_array("embeddings.layer_norm.weight", {h}, emb.gamma);
   src.copy_array("embeddings.layer_norm.bias", {h}, emb.beta);
 
+  // Structured compaction keeps some heads and neurons per layer (optional lists; default: all of them).
+  const std::vector<int32_t> kept_heads = per_layer(config, "layer_heads", cfg.layers, cfg.heads);
+  const std::vector<int32_t> kept_neurons = per_layer(config, "layer_intermediate", cfg.layers, cfg.intermediate);
+  const int32_t head_dim = h / cfg.heads;
   std::vector<EncoderLayer> layers(cfg.layers);
   for (int32_t i = 0; i < cfg.layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     EncoderLayer& l = layers[i];
-    l.qkv = src.linear(p + "attention.qkv", 3 * h, h);
-    l.attn_out = src.linear(p + "attention.output", h, h);
+    l.heads = kept_heads[i];
+    l.intermediate = kept_neurons[i];
+    const int32_t attn_width = l.heads * head_dim;
+    l.qkv = src.linear(p + "attention.qkv", 3 * attn_width, h);
+    l.attn_out = src.linear(p + "attention.output", h, attn_width);
     src.copy_array(p + "attention.layer_norm.weight", {h}, l.attn_ln.gamma);
     src.copy_array(p + "attention.layer_norm.bias", {h}, l.attn_ln.beta);
-    l.ffn_up = src.linear(p + "ffn.up", cfg.intermediate, h);
-    l.ffn_down = src.linear(p + "ffn.down", h, cfg.intermediate);
+    l.ffn_up = src.linear(p + "ffn.up", l.intermediate, h);
+    l.ffn_down = src.linear(p + "ffn.down", h, l.intermediate);
     src.copy_array(p + "ffn.layer_norm.weight", {h}, l.ffn_ln.gamma);
     src.copy_array(p + "ffn.layer_norm.bias", {h}, l.ffn_ln.beta);
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "common/aligned_buffer.h"
 
@@ -18,16 +19,20 @@ class TileMatrix {
   TileMatrix() = default;
   TileMatrix(int32_t features, int32_t tokens) { resize(features, tokens); }
 
-  // Keeps the allocation when it is large enough, so repeated calls with one shape allocate nothing.
+  // Keeps the allocation when it is large enough, so repeated calls with one shape allocate nothing. The row
+  // count may change from call to call (layers of different widths share a matrix): the padding rows, which
+  // 4-block kernels read, are zeroed for the new shape; the real rows are the caller's to write.
   void resize(int32_t features, int32_t tokens) {
     const int32_t rows = (features + 3) / 4 * 4;
     const int32_t tiles = (tokens + kTileTokens - 1) / kTileTokens;
-    const std::size_t need = static_cast<std::size_t>(rows) * kTileTokens * tiles;
-    if (rows != rows_) data_.reset(need);  // a different row count would move the zero padding rows
-    else data_.ensure(need);
+    data_.ensure(static_cast<std::size_t>(rows) * kTileTokens * tiles);
     features_ = features;
     rows_ = rows;
     tokens_ = tokens;
+    if (rows != features)
+      for (int32_t t = 0; t < tiles; ++t)
+        std::memset(tile(t) + static_cast<int64_t>(features) * kTileTokens, 0,
+                    static_cast<std::size_t>(rows - features) * kTileTokens * sizeof(float));
   }
 
   int32_t features() const { return features_; }

@@ -113,8 +113,9 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
   }
   embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, positions_.data(), tokens, hidden_);
   mark("embeddings");
-  const AttentionShape shape{batch, seq, config_.heads, hidden / config_.heads};
+  const int32_t head_dim = hidden / config_.heads;
   for (const EncoderLayer& layer : layers_) {
+    const AttentionShape shape{batch, seq, layer.heads, head_dim};
     layer.qkv->forward(kernels_, pool_, hidden_, qkv_);
     mark("qkv");
     multi_head_attention(kernels_, pool_, shape, qkv_, keep_.data(), attention_scratch_, ctx_);

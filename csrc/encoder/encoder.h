@@ -48,6 +48,9 @@ struct LayerNormWeights {
 };
 
 struct EncoderLayer {
+  // Attention heads and FFN neurons this layer kept (structured compaction may remove some): qkv is
+  // [3 * heads * head_dim, H], attn_out [H, heads * head_dim], ffn_up [intermediate, H], ffn_down [H, intermediate].
+  int32_t heads = 0, intermediate = 0;
   std::shared_ptr<const PackedLinear> qkv, attn_out, ffn_up, ffn_down;
   LayerNormWeights attn_ln, ffn_ln;
   bool ffn_fused = false;  // set by the Encoder: FFN up and down run as one op (ops/fused_ffn.h)

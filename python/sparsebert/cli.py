@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sparsebert {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("export", help="pack a transformers BERT checkpoint directory into a .sbert file")
+    p = commands.add_parser("export", help="pack a transformers BERT / RoBERTa / DistilBERT checkpoint directory "
+                                           "into a .sbert file")
     p.add_argument("src", metavar="SRC",
                    help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin)")
     p.add_argument("out", metavar="OUT", help="the .sbert file to write")
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="packed layout for every linear layer (default: auto, chosen per layer)")
     p.add_argument("--dense-below", type=_fraction, default=DENSE_BELOW, metavar="X",
                    help=f"with --layout auto, keep layers with sparsity below X dense (default {DENSE_BELOW})")
+    p.add_argument("--no-compact", dest="compact", action="store_false",
+                   help="keep attention heads and FFN neurons that cannot change the output (default: remove them)")
 
     p = commands.add_parser("info", help="describe a .sbert file: versions, config and per-layer table")
     p.add_argument("file", metavar="FILE")
@@ -75,11 +78,12 @@ def _parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, verbose=True)
+    export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact, verbose=True)
     return EXIT_OK
 
 
 def _info(args: argparse.Namespace) -> int:
+    from .export.compaction import describe as describe_compaction
     from .export.report import ExportReport, format_bytes
     from .format import read_model
 
@@ -95,8 +99,12 @@ def _info(args: argparse.Namespace) -> int:
           f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, act {c['hidden_act']}")
     print(f"       vocab {c['vocab_size']}, max positions {c['max_position_embeddings']}, "
           f"token types {c['type_vocab_size']}, layer_norm_eps {c['layer_norm_eps']:g}")
-    head = c["head"] + (f" ({c['num_labels']} labels)" if c["head"] == "sequence_classification" else "")
+    labelled = c["head"] in ("sequence_classification", "token_classification")
+    head = c["head"] + (f" ({c['num_labels']} labels)" if labelled else "")
     print(f"head: {head}, pooler: {'yes' if c['has_pooler'] else 'no'}")
+    compaction = describe_compaction(c)
+    if compaction:
+        print(compaction)
     print()
     print(ExportReport.from_linears(model.linears))
     return EXIT_OK

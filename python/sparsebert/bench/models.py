@@ -104,7 +104,8 @@ def export_pruned(model: Any, sparsity: float, block: int, path: str, layout: st
     from ..pruning import prune_bert_
 
     pruned = prune_bert_(copy.deepcopy(model), sparsity, block)
-    return export(pruned, path, layout=layout, verbose=False)
+    # Not compacted: the peers are rebuilt from this file and must hold exactly the pruned weights.
+    return export(pruned, path, layout=layout, verbose=False, compact=False)
 
 
 def random_source(name: str = "bert-base", sparsity: float = 0.9, block: int = 1, seed: int = 0,
@@ -176,6 +177,14 @@ def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, i
     raise ValueError(f"unknown layout {layout!r}")
 
 
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    return a if a.shape[0] == n else np.concatenate([a, np.zeros((n - a.shape[0], *a.shape[1:]), a.dtype)])
+
+
+def _pad_cols(a: np.ndarray, n: int) -> np.ndarray:
+    return a if a.shape[1] == n else np.concatenate([a, np.zeros((a.shape[0], n - a.shape[1]), a.dtype)], axis=1)
+
+
 def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
     """The packed model's weights under ``transformers`` parameter names (the inverse of ``hf_bert``)."""
     c = model.config
@@ -188,6 +197,11 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
         arrays = model.linear_arrays(name)
         return dense_weight(meta["layout"], arrays, tuple(meta["shape"])), np.array(arrays["bias"], np.float32)
 
+    heads, dh = c["num_attention_heads"], h // c["num_attention_heads"]
+    n_layers, inter = c["num_hidden_layers"], c["intermediate_size"]
+    kept_heads = c.get("layer_heads") or [heads] * n_layers
+    kept_neurons = c.get("layer_intermediate") or [inter] * n_layers
+
     state = {
         "embeddings.word_embeddings.weight": t["embeddings.word_embeddings"],
         "embeddings.position_embeddings.weight": t["embeddings.position_embeddings"],
@@ -195,15 +209,22 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
         "embeddings.LayerNorm.weight": t["embeddings.layer_norm.weight"],
         "embeddings.LayerNorm.bias": t["embeddings.layer_norm.bias"],
     }
-    for i in range(c["num_hidden_layers"]):
+    for i in range(n_layers):
         hf, ours = f"encoder.layer.{i}", f"layers.{i}"
+        # A compacted layer (export/compaction.py) comes back with its kept heads and neurons first and all-zero
+        # ones after them: zero heads and neurons add nothing, so the model computes the same function.
+        width = kept_heads[i] * dh
         w, b = linear(f"{ours}.attention.qkv")
         for j, part in enumerate(("query", "key", "value")):  # qkv rows: Q, then K, then V
-            state[f"{hf}.attention.self.{part}.weight"] = w[j * h:(j + 1) * h]
-            state[f"{hf}.attention.self.{part}.bias"] = b[j * h:(j + 1) * h]
-        for hf_name, our_name in (("attention.output.dense", "attention.output"), ("intermediate.dense", "ffn.up"),
-                                  ("output.dense", "ffn.down")):
-            state[f"{hf}.{hf_name}.weight"], state[f"{hf}.{hf_name}.bias"] = linear(f"{ours}.{our_name}")
+            state[f"{hf}.attention.self.{part}.weight"] = _pad_rows(w[j * width:(j + 1) * width], h)
+            state[f"{hf}.attention.self.{part}.bias"] = _pad_rows(b[j * width:(j + 1) * width], h)
+        w, b = linear(f"{ours}.attention.output")
+        state[f"{hf}.attention.output.dense.weight"], state[f"{hf}.attention.output.dense.bias"] = _pad_cols(w, h), b
+        w, b = linear(f"{ours}.ffn.up")
+        state[f"{hf}.intermediate.dense.weight"], state[f"{hf}.intermediate.dense.bias"] = (
+            _pad_rows(w, inter), _pad_rows(b, inter))
+        w, b = linear(f"{ours}.ffn.down")
+        state[f"{hf}.output.dense.weight"], state[f"{hf}.output.dense.bias"] = _pad_cols(w, inter), b
         state[f"{hf}.attention.output.LayerNorm.weight"] = t[f"{ours}.attention.layer_norm.weight"]
         state[f"{hf}.attention.output.LayerNorm.bias"] = t[f"{ours}.attention.layer_norm.bias"]
         state[f"{hf}.output.LayerNorm.weight"] = t[f"{ours}.ffn.layer_norm.weight"]

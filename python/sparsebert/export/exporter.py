@@ -9,7 +9,7 @@ from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
 from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
-from . import hf_bert, hf_checkpoint, hf_config, hf_distilbert
+from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert
 from .report import ExportReport, LinearRow
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
@@ -21,13 +21,15 @@ def export(
     layout: str = "auto",
     dense_below: float = DENSE_BELOW,
     verbose: bool = True,
+    compact: bool = True,
 ) -> ExportReport:
     """Export a BERT, RoBERTa or DistilBERT checkpoint (directory or transformers model) to a ``.sbert`` file.
 
     ``layout="auto"`` chooses per linear layer: dense below ``dense_below`` sparsity,
     else block4 when the nonzeros fill aligned 4-blocks well, else unstructured.
-    Any other value forces that layout on every linear.  The per-layer report is
-    printed when ``verbose`` and always returned.
+    Any other value forces that layout on every linear.  With ``compact``, attention
+    heads and FFN neurons that cannot change the output are removed (export/compaction.py).
+    The per-layer report is printed when ``verbose`` and always returned.
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
@@ -43,6 +45,11 @@ def export(
     config = hf_config.encoder_config(checkpoint)
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
     items = mapper.encoder_tensors(checkpoint, config)
+    if compact:
+        def packs_as_block4(weight) -> bool:
+            return (choose_layout(analyze(weight), dense_below) if layout == "auto" else layout) == "block4"
+
+        compaction.compact(items, config, packs_as_block4)
 
     tensors, rows = {}, []
     for name, item in items.items():
@@ -65,7 +72,7 @@ def export(
             bytes=stored_nbytes(packed, bias),
         ))
 
-    report = ExportReport(rows)
+    report = ExportReport(rows, compaction=compaction.describe(config))
     producer = {
         "name": "sparsebert",
         "version": __version__,
@@ -73,6 +80,7 @@ def export(
         "architecture": checkpoint.architecture,
         "layout": layout,
         "dense_below": dense_below,
+        "compact": compact,
     }
     write_model(out_path, config, report.linears_meta(), tensors, producer)
     report.path = os.fspath(out_path)

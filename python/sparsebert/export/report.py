@@ -65,6 +65,7 @@ class ExportReport:
     rows: list[LinearRow] = field(default_factory=list)
     path: str | None = None
     file_bytes: int | None = None
+    compaction: str | None = None  # heads and neurons removed (export/compaction.py), when any
 
     @classmethod
     def from_linears(cls, linears: Mapping[str, Mapping[str, Any]], path: str | None = None,
@@ -132,4 +133,5 @@ class ExportReport:
         return text
 
     def __str__(self) -> str:
-        return self.table() + "\n" + self.summary()
+        text = self.table() + "\n" + self.summary()
+        return text + ("\n" + self.compaction if self.compaction else "")

@@ -159,6 +159,14 @@ def validate_config(config: Any) -> None:
         raise ModelFormatError(f"head 'question_answering' needs num_labels = {QA_OUTPUTS}")
     if config["head"] == "token_classification" and config["num_labels"] < 1:
         raise ModelFormatError("head 'token_classification' needs num_labels >= 1")
+    for key, most in (("layer_heads", config["num_attention_heads"]), ("layer_intermediate",
+                                                                    config["intermediate_size"])):
+        if key in config:
+            counts = config[key]
+            if (not isinstance(counts, list) or len(counts) != config["num_hidden_layers"]
+                    or not all(is_int(c) and 1 <= c <= most for c in counts)):
+                raise ModelFormatError(f"{key} must list {config['num_hidden_layers']} integers in [1, {most}], "
+                                       f"got {counts!r}")
     if config.get("pooler_is_head") and not (config["has_pooler"] and config["head"] == "sequence_classification"):
         raise ModelFormatError("pooler_is_head needs a pooler and head 'sequence_classification'")
     if config.get("position_ids") == "padding_offset":
@@ -183,7 +191,11 @@ def max_sequence_length(config: Mapping[str, Any]) -> int:
 
 def expected_tensors(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, int]]]:
     """Shapes of the plain arrays and of the packed linears an encoder with this config needs."""
-    h, i = config["hidden_size"], config["intermediate_size"]
+    h = config["hidden_size"]
+    head_dim = h // config["num_attention_heads"]
+    layers = config["num_hidden_layers"]
+    heads = config.get("layer_heads") or [config["num_attention_heads"]] * layers
+    neurons = config.get("layer_intermediate") or [config["intermediate_size"]] * layers
     arrays: dict[str, tuple[int, ...]] = {
         "embeddings.word_embeddings": (config["vocab_size"], h),
         "embeddings.position_embeddings": (config["max_position_embeddings"], h),
@@ -192,10 +204,11 @@ def expected_tensors(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ..
         "embeddings.layer_norm.bias": (h,),
     }
     linears: dict[str, tuple[int, int]] = {}
-    for n in range(config["num_hidden_layers"]):
+    for n in range(layers):
         p = f"layers.{n}"
-        linears[f"{p}.attention.qkv"] = (3 * h, h)
-        linears[f"{p}.attention.output"] = (h, h)
+        width, i = heads[n] * head_dim, neurons[n]  # what structured compaction kept of this layer
+        linears[f"{p}.attention.qkv"] = (3 * width, h)
+        linears[f"{p}.attention.output"] = (h, width)
         arrays[f"{p}.attention.layer_norm.weight"] = (h,)
         arrays[f"{p}.attention.layer_norm.bias"] = (h,)
         linears[f"{p}.ffn.up"] = (i, h)
