@@ -137,3 +137,13 @@ def test_engine_refuses_counts_that_disagree_with_the_tensors(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelFormatError):
         SparseEngine.load(bad)
+
+
+def test_cli_export_no_compact(tmp_path):
+    model = structured_model()
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt, safe_serialization=True)
+    assert cli_main(["export", str(ckpt), str(tmp_path / "c.sbert")]) == 0
+    assert cli_main(["export", str(ckpt), str(tmp_path / "p.sbert"), "--no-compact"]) == 0
+    assert read_model(tmp_path / "c.sbert").config["layer_heads"] == [2, 1, 4]
+    assert "layer_heads" not in read_model(tmp_path / "p.sbert").config
