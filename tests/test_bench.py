@@ -173,7 +173,7 @@ def _bert_base_linears(sparsity: float) -> list[dict]:
 
 
 def test_flops_of_bert_base_at_1x128():
-    config = {"hidden_size": 768, "num_hidden_layers": 12}
+    config = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12}
     work = flops.encoder_flops(config, _bert_base_linears(0.9), batch=1, seq=128)
     # Per layer: N*K = 3*768*768 + 768*768 + 2*3072*768 = 7_077_888 weights, M = 128 tokens.
     linear_dense = 2 * 128 * 7_077_888 * 12 + 2 * 1 * 768 * 768  # the pooler sees one vector per sequence
@@ -185,6 +185,9 @@ def test_flops_of_bert_base_at_1x128():
     encoder_real = sum(2 * 128 * round(0.1 * n * k) for n, k in
                        [(2304, 768), (768, 768), (3072, 768), (768, 3072)]) * 12
     assert work["linear_real_flop"] == encoder_real + 2 * 768 * 768
+    # Structured compaction: attention runs over the kept heads only.
+    compacted = dict(config, layer_heads=[12] * 6 + [6] * 6)
+    assert flops.attention_flops(compacted, 1, 128) == attention * 3 // 4
     assert round(encoder_real / 1e9, 2) == 2.17
     assert work["real_gflop"] == pytest.approx((encoder_real + 2 * 768 * 768 + attention) / 1e9)
     # Attention grows with S^2, linears with S; the per-sequence pooler with B only.
@@ -245,6 +248,36 @@ def tiny_result():
                                 command="test")
 
 
+# The harness takes every family and head: the peers run the transformers model rebuilt from the packed file,
+# and all engines must agree on every output.
+@pytest.mark.parametrize("head", ["none", "sequence_classification", "question_answering", "token_classification"])
+@pytest.mark.parametrize("name", ["tiny-roberta", "tiny-distilbert", "tiny"])
+def test_engine_bench_every_family_and_head(name, head):
+    from sparsebert.bench import random_source, run_engine_bench
+
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from sparsebert.bench.onnx_export import bert_outputs
+    from sparsebert.bench.runners import make_inputs
+
+    with random_source(name, 0.9, head=head) as source:
+        r = run_engine_bench(source, batch=2, seq=16, threads=1, runs=1, warmup=0, pause_ms=0, profile_runs=0,
+                             command="test")
+        # Every output (heads included) of the module PyTorch and ONNX Runtime run, against sparsebert's.
+        engine = sparsebert.SparseEngine.load(source.path)
+        inputs = make_inputs(2, 16, engine.config["vocab_size"], seed=1)
+        module = bert_outputs(to_transformers(source.path), engine.config)
+        with torch.no_grad():
+            theirs = module(*(torch.from_numpy(inputs[k]) for k in engine.input_names))
+        ours = engine.run(inputs)
+        assert list(ours) == engine.output_names and len(theirs) == len(ours)
+        for key, value in zip(ours, theirs):
+            assert_close(ours[key], value.numpy(), what=f"{name}/{head}/{key}")
+    assert r["agree"] and max(r["agreement"].values()) < 1e-4, r["agreement"]
+    assert set(r["engines"]) == {"sparsebert", "onnxruntime", "pytorch"}
+
+
 def test_engine_bench_result(tiny_result):
     r = tiny_result
     assert list(r["engines"]) == ["sparsebert", "onnxruntime", "pytorch"]
@@ -302,7 +335,7 @@ def test_engine_bench_refuses_bad_settings():
     from sparsebert.bench import random_source, run_engine_bench
 
     with random_source("tiny", 0.5) as source:
-        with pytest.raises(ValueError, match="max_position_embeddings"):
+        with pytest.raises(ValueError, match="longest sequence the model accepts"):
             run_engine_bench(source, seq=1000, runs=1, peers=["sparsebert"])
         with pytest.raises(ValueError, match="unknown peer"):
             run_engine_bench(source, peers=["sparsebert", "tensorflow"])

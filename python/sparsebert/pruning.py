@@ -79,14 +79,24 @@ BERT_LAYER_LINEARS = (
 )
 
 
-def _encoder_layers(model: Any) -> Any:
-    base = getattr(model, "base_model", model)  # BertFor* wrap a BertModel
+DISTILBERT_LAYER_LINEARS = ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+                            "ffn.lin1", "ffn.lin2")
+
+
+def _encoder_layers(model: Any) -> tuple[Any, tuple[str, ...]]:
+    """The encoder's layers and the names of their linears: BERT and RoBERTa (encoder.layer) or DistilBERT
+    (transformer.layer)."""
+    base = getattr(model, "base_model", model)  # the task models wrap the bare encoder
     layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if layers is None:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no encoder.layer list; prune_bert_ expects a transformers BERT model"
-        )
-    return layers
+    if layers is not None:
+        return layers, BERT_LAYER_LINEARS
+    layers = getattr(getattr(base, "transformer", None), "layer", None)
+    if layers is not None:
+        return layers, DISTILBERT_LAYER_LINEARS
+    raise UnsupportedModelError(
+        f"{type(model).__name__} has no encoder.layer or transformer.layer list; prune_bert_ expects a "
+        "transformers BERT, RoBERTa or DistilBERT model"
+    )
 
 
 def _submodule(layer: Any, dotted: str) -> Any:
@@ -96,7 +106,8 @@ def _submodule(layer: Any, dotted: str) -> Any:
 
 
 def prune_bert_(model: Any, sparsity: float, block: int = 1) -> Any:
-    """Magnitude-prune, in place, every encoder linear of a transformers BERT model; returns the model.
+    """Magnitude-prune, in place, every encoder linear of a transformers BERT, RoBERTa or DistilBERT model;
+    returns the model.
 
     Embeddings, the pooler and task heads are left dense: they are small or, for the
     word embeddings, a lookup rather than a matmul.
@@ -104,10 +115,10 @@ def prune_bert_(model: Any, sparsity: float, block: int = 1) -> Any:
     import torch  # only callers that already hold a torch model pay for importing it
 
     _check_sparsity(sparsity)
-    layers = _encoder_layers(model)
+    layers, linears = _encoder_layers(model)
     with torch.no_grad():
         for layer in layers:
-            for dotted in BERT_LAYER_LINEARS:
+            for dotted in linears:
                 param = _submodule(layer, dotted).weight
                 dense = param.detach().to("cpu", torch.float32).numpy()
                 pruned = magnitude_prune(dense, sparsity, block)

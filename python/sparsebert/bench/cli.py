@@ -17,8 +17,10 @@ from typing import Any
 from . import defaults
 
 EXIT_OK, EXIT_FAILED = 0, 1
-RANDOM_NAMES = ("bert-base", "bert-large", "tiny")  # as models.RANDOM_CONFIGS, without importing it
-HEADS = ("none", "sequence_classification", "question_answering")
+# As models.RANDOM_CONFIGS and models.HEADS, without importing them (that module is for when a benchmark runs).
+RANDOM_NAMES = ("bert-base", "bert-large", "tiny", "roberta-base", "distilbert-base", "tiny-roberta",
+                "tiny-distilbert")
+HEADS = ("none", "sequence_classification", "question_answering", "token_classification")
 LAYOUT_CHOICES = ("auto", "dense", "unstructured", "block4")
 
 

@@ -86,12 +86,14 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
 
     with tempfile.TemporaryDirectory(prefix="sparsebert-bench-", dir=workdir) as tmp:
         from ..format import read_model
+        from ..format.spec import max_sequence_length
 
         packed = read_model(source.path)
         config, linears = packed.config, [{"name": n, **m} for n, m in packed.linears.items()]
-        if seq > config["max_position_embeddings"]:
-            raise ValueError(f"seq {seq} exceeds the model's max_position_embeddings "
-                             f"{config['max_position_embeddings']}")
+        longest = max_sequence_length(config)
+        if seq > longest:
+            raise ValueError(f"seq {seq} exceeds the longest sequence the model accepts ({longest}, from "
+                             f"max_position_embeddings {config['max_position_embeddings']})")
         inputs = make_inputs(batch, seq, config["vocab_size"], seed)
         sb = sparsebert_runner(source.path, inputs, threads, isa)
         runners = {"sparsebert": sb}

@@ -18,17 +18,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Linears that run on the [CLS] vector of each sequence only.
-PER_SEQUENCE = ("pooler", "classifier")
+PER_SEQUENCE = ("pooler", "classifier")  # "classifier" of token classification runs on every token (see below)
 
 
-def rows_of(name: str, batch: int, seq: int) -> int:
+def rows_of(name: str, batch: int, seq: int, head: str = "sequence_classification") -> int:
     """M of a linear: how many vectors it multiplies in a [batch, seq] run."""
-    return batch if name in PER_SEQUENCE else batch * seq
+    per_sequence = name in PER_SEQUENCE and not (name == "classifier" and head == "token_classification")
+    return batch if per_sequence else batch * seq
 
 
 def attention_flops(config: Mapping[str, Any], batch: int, seq: int) -> int:
-    """FLOPs of the attention score and context matmuls over all layers: ``4 * B * S^2 * H`` per layer."""
-    return 4 * batch * seq * seq * config["hidden_size"] * config["num_hidden_layers"]
+    """FLOPs of the attention score and context matmuls over all layers: ``4 * B * S^2 * width`` per layer, the
+    width being the layer's kept heads times the head size (all of H unless structured compaction removed
+    heads)."""
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    heads = config.get("layer_heads") or [config["num_attention_heads"]] * config["num_hidden_layers"]
+    return 4 * batch * seq * seq * head_dim * sum(heads)
 
 
 def encoder_flops(config: Mapping[str, Any], linears: Iterable[Mapping[str, Any]], batch: int,
@@ -38,7 +43,7 @@ def encoder_flops(config: Mapping[str, Any], linears: Iterable[Mapping[str, Any]
     dense = real = 0
     for row in linears:
         n, k = row["shape"]
-        m = rows_of(row["name"], batch, seq)
+        m = rows_of(row["name"], batch, seq, config.get("head", "none"))
         dense += 2 * m * n * k
         real += 2 * m * int(row["nnz"])
     attention = attention_flops(config, batch, seq)

@@ -19,7 +19,8 @@ import numpy as np
 from ..format import PackedModel, read_model
 from ..format.layouts import BLOCK
 
-# name -> BertConfig arguments.  "tiny" exists for the tests: small enough to export and run in well under a second.
+# name -> config arguments (BertConfig's names; FAMILIES gives the family when not BERT).  "tiny" (and its
+# RoBERTa / DistilBERT twins) exist for the tests: small enough to export and run in well under a second.
 RANDOM_CONFIGS: dict[str, dict[str, int]] = {
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                       vocab_size=30522, max_position_embeddings=512),
@@ -27,15 +28,32 @@ RANDOM_CONFIGS: dict[str, dict[str, int]] = {
                        vocab_size=30522, max_position_embeddings=512),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                  vocab_size=512, max_position_embeddings=128),
+    "roberta-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                         vocab_size=50265, max_position_embeddings=514),
+    "distilbert-base": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072,
+                            vocab_size=30522, max_position_embeddings=512),
+    "tiny-roberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                         vocab_size=512, max_position_embeddings=130),
+    "tiny-distilbert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                            vocab_size=512, max_position_embeddings=128),
 }
+FAMILIES = {"roberta-base": "roberta", "distilbert-base": "distilbert", "tiny-roberta": "roberta",
+            "tiny-distilbert": "distilbert"}  # the others are BERT
+# transformers class name prefix of each family
+CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
 
-# encoder config "head" -> the transformers class that has it
+# encoder config "head" -> the transformers class name suffix that has it
 HF_CLASSES = {
-    "none": "BertModel",
-    "sequence_classification": "BertForSequenceClassification",
-    "question_answering": "BertForQuestionAnswering",
+    "none": "Model",
+    "sequence_classification": "ForSequenceClassification",
+    "question_answering": "ForQuestionAnswering",
+    "token_classification": "ForTokenClassification",
 }
 HEADS = tuple(HF_CLASSES)
+
+
+def hf_class_name(family: str, head: str) -> str:
+    return CLASS_PREFIX[family] + HF_CLASSES[head]
 
 
 @dataclass
@@ -81,21 +99,27 @@ def random_model(name: str = "bert-base", seed: int = 0, head: str = "none") -> 
     if head not in HF_CLASSES:
         raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
     import torch
-    import transformers
 
-    config = transformers.BertConfig(**RANDOM_CONFIGS[name], hidden_dropout_prob=0.0,
-                                     attention_probs_dropout_prob=0.0, attn_implementation="eager",
-                                     num_labels=2)
+    family = FAMILIES.get(name, "bert")
+    config = hf_config(dict(RANDOM_CONFIGS[name], model_type=family, hidden_act="gelu", layer_norm_eps=1e-12,
+                            type_vocab_size=1 if family != "bert" else 2, head=head,
+                            num_labels=2, pad_token_id=1 if family == "roberta" else 0))
     torch.manual_seed(seed)
-    model = getattr(transformers, HF_CLASSES[head])(config)
+    model = getattr(_transformers(), hf_class_name(family, head))(config)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if pname.endswith("LayerNorm.weight"):
+            if pname.endswith("LayerNorm.weight") or pname.endswith("layer_norm.weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
             elif pname.endswith("bias"):
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
     return model.float().eval()
+
+
+def _transformers() -> Any:
+    import transformers
+
+    return transformers
 
 
 def export_pruned(model: Any, sparsity: float, block: int, path: str, layout: str = "auto") -> Any:
@@ -177,6 +201,31 @@ def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, i
     raise ValueError(f"unknown layout {layout!r}")
 
 
+# Canonical encoder tensor -> transformers name, per family ({i}: the layer; linears get .weight / .bias).
+_EMBEDDINGS = {
+    "embeddings.word_embeddings": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings": "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings": "embeddings.token_type_embeddings.weight",
+    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
+    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
+}
+_LAYER_NAMES = {
+    "bert": {"qkv": ("encoder.layer.{i}.attention.self.query", "encoder.layer.{i}.attention.self.key",
+                     "encoder.layer.{i}.attention.self.value"),
+             "attention.output": "encoder.layer.{i}.attention.output.dense",
+             "attention.layer_norm": "encoder.layer.{i}.attention.output.LayerNorm",
+             "ffn.up": "encoder.layer.{i}.intermediate.dense", "ffn.down": "encoder.layer.{i}.output.dense",
+             "ffn.layer_norm": "encoder.layer.{i}.output.LayerNorm"},
+    "distilbert": {"qkv": ("transformer.layer.{i}.attention.q_lin", "transformer.layer.{i}.attention.k_lin",
+                           "transformer.layer.{i}.attention.v_lin"),
+                   "attention.output": "transformer.layer.{i}.attention.out_lin",
+                   "attention.layer_norm": "transformer.layer.{i}.sa_layer_norm",
+                   "ffn.up": "transformer.layer.{i}.ffn.lin1", "ffn.down": "transformer.layer.{i}.ffn.lin2",
+                   "ffn.layer_norm": "transformer.layer.{i}.output_layer_norm"},
+}
+_LAYER_NAMES["roberta"] = _LAYER_NAMES["bert"]
+
+
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
     return a if a.shape[0] == n else np.concatenate([a, np.zeros((n - a.shape[0], *a.shape[1:]), a.dtype)])
 
@@ -186,10 +235,15 @@ def _pad_cols(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
-    """The packed model's weights under ``transformers`` parameter names (the inverse of ``hf_bert``)."""
+    """The packed model's weights under ``transformers`` parameter names (the inverse of the exporter's
+    mapping, export/hf_bert.py and hf_distilbert.py)."""
     c = model.config
+    family = c["model_type"]
+    names = _LAYER_NAMES[family]
     h = c["hidden_size"]
-    prefix = "" if c["head"] == "none" else "bert."
+    heads, dh = c["num_attention_heads"], h // c["num_attention_heads"]
+    n_layers, inter = c["num_hidden_layers"], c["intermediate_size"]
+    kept_heads = c.get("layer_heads") or [heads] * n_layers
     t = model.tensors
 
     def linear(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -197,60 +251,73 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
         arrays = model.linear_arrays(name)
         return dense_weight(meta["layout"], arrays, tuple(meta["shape"])), np.array(arrays["bias"], np.float32)
 
-    heads, dh = c["num_attention_heads"], h // c["num_attention_heads"]
-    n_layers, inter = c["num_hidden_layers"], c["intermediate_size"]
-    kept_heads = c.get("layer_heads") or [heads] * n_layers
-    kept_neurons = c.get("layer_intermediate") or [inter] * n_layers
+    def put(hf_name: str, weight: np.ndarray, bias: np.ndarray) -> None:
+        state[f"{hf_name}.weight"], state[f"{hf_name}.bias"] = weight, bias
 
-    state = {
-        "embeddings.word_embeddings.weight": t["embeddings.word_embeddings"],
-        "embeddings.position_embeddings.weight": t["embeddings.position_embeddings"],
-        "embeddings.token_type_embeddings.weight": t["embeddings.token_type_embeddings"],
-        "embeddings.LayerNorm.weight": t["embeddings.layer_norm.weight"],
-        "embeddings.LayerNorm.bias": t["embeddings.layer_norm.bias"],
-    }
+    state = {hf: t[ours] for ours, hf in _EMBEDDINGS.items()}
+    if family == "distilbert":
+        state.pop(_EMBEDDINGS["embeddings.token_type_embeddings"])  # the exporter's all-zero stand-in
     for i in range(n_layers):
-        hf, ours = f"encoder.layer.{i}", f"layers.{i}"
+        ours = f"layers.{i}"
         # A compacted layer (export/compaction.py) comes back with its kept heads and neurons first and all-zero
         # ones after them: zero heads and neurons add nothing, so the model computes the same function.
         width = kept_heads[i] * dh
         w, b = linear(f"{ours}.attention.qkv")
-        for j, part in enumerate(("query", "key", "value")):  # qkv rows: Q, then K, then V
-            state[f"{hf}.attention.self.{part}.weight"] = _pad_rows(w[j * width:(j + 1) * width], h)
-            state[f"{hf}.attention.self.{part}.bias"] = _pad_rows(b[j * width:(j + 1) * width], h)
+        for j, part in enumerate(names["qkv"]):  # qkv rows: Q, then K, then V
+            put(part.format(i=i), _pad_rows(w[j * width:(j + 1) * width], h), _pad_rows(b[j * width:(j + 1) * width], h))
         w, b = linear(f"{ours}.attention.output")
-        state[f"{hf}.attention.output.dense.weight"], state[f"{hf}.attention.output.dense.bias"] = _pad_cols(w, h), b
+        put(names["attention.output"].format(i=i), _pad_cols(w, h), b)
         w, b = linear(f"{ours}.ffn.up")
-        state[f"{hf}.intermediate.dense.weight"], state[f"{hf}.intermediate.dense.bias"] = (
-            _pad_rows(w, inter), _pad_rows(b, inter))
+        put(names["ffn.up"].format(i=i), _pad_rows(w, inter), _pad_rows(b, inter))
         w, b = linear(f"{ours}.ffn.down")
-        state[f"{hf}.output.dense.weight"], state[f"{hf}.output.dense.bias"] = _pad_cols(w, inter), b
-        state[f"{hf}.attention.output.LayerNorm.weight"] = t[f"{ours}.attention.layer_norm.weight"]
-        state[f"{hf}.attention.output.LayerNorm.bias"] = t[f"{ours}.attention.layer_norm.bias"]
-        state[f"{hf}.output.LayerNorm.weight"] = t[f"{ours}.ffn.layer_norm.weight"]
-        state[f"{hf}.output.LayerNorm.bias"] = t[f"{ours}.ffn.layer_norm.bias"]
-    if c["has_pooler"]:
-        state["pooler.dense.weight"], state["pooler.dense.bias"] = linear("pooler")
+        put(names["ffn.down"].format(i=i), _pad_cols(w, inter), b)
+        for norm in ("attention.layer_norm", "ffn.layer_norm"):
+            put(names[norm].format(i=i), t[f"{ours}.{norm}.weight"], t[f"{ours}.{norm}.bias"])
+    pooler_is_head = c.get("pooler_is_head", False)
+    if c["has_pooler"] and not pooler_is_head:
+        put("pooler.dense", *linear("pooler"))
+    prefix = "" if c["head"] == "none" else f"{family}."
     state = {prefix + k: v for k, v in state.items()}
-    # Task heads sit outside the "bert." prefix, as in transformers.
-    if c["head"] == "sequence_classification":
-        state["classifier.weight"], state["classifier.bias"] = linear("classifier")
+    # Task heads sit outside the encoder's prefix, as in transformers.
+    if c["head"] == "sequence_classification" and family == "roberta":
+        put("classifier.dense", *linear("pooler"))
+        put("classifier.out_proj", *linear("classifier"))
+    elif c["head"] == "sequence_classification" and family == "distilbert":
+        put("pre_classifier", *linear("pooler"))
+        put("classifier", *linear("classifier"))
+    elif c["head"] in ("sequence_classification", "token_classification"):
+        put("classifier", *linear("classifier"))
     elif c["head"] == "question_answering":
-        state["qa_outputs.weight"], state["qa_outputs.bias"] = linear("qa_outputs")
+        put("qa_outputs", *linear("qa_outputs"))
     return state
 
 
 def hf_config(config: dict[str, Any]) -> Any:
-    """A ``transformers.BertConfig`` for an encoder config (eager attention, no dropout)."""
+    """The ``transformers`` config (BertConfig, RobertaConfig or DistilBertConfig) of an encoder config, with eager
+    attention and no dropout."""
     import transformers
 
+    family = config.get("model_type", "bert")
     extra: dict[str, Any] = {}
-    if config["head"] == "sequence_classification":
+    if config["head"] in ("sequence_classification", "token_classification"):
         labels = config.get("id2label") or {str(i): f"LABEL_{i}" for i in range(config["num_labels"])}
         extra["id2label"] = {int(k): v for k, v in labels.items()}
     elif config["head"] == "question_answering":
         extra["num_labels"] = config["num_labels"]
-    return transformers.BertConfig(
+    elif config.get("num_labels"):
+        extra["num_labels"] = config["num_labels"]
+    if family == "distilbert":
+        return transformers.DistilBertConfig(
+            vocab_size=config["vocab_size"], dim=config["hidden_size"], n_layers=config["num_hidden_layers"],
+            n_heads=config["num_attention_heads"], hidden_dim=config["intermediate_size"],
+            activation=config["hidden_act"], max_position_embeddings=config["max_position_embeddings"],
+            dropout=0.0, attention_dropout=0.0, qa_dropout=0.0, seq_classif_dropout=0.0,
+            pad_token_id=config.get("pad_token_id", 0), attn_implementation="eager", **extra,
+        )
+    cls = transformers.RobertaConfig if family == "roberta" else transformers.BertConfig
+    if family == "roberta":
+        extra["pad_token_id"] = config.get("pad_token_id", 1)
+    return cls(
         vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
         num_hidden_layers=config["num_hidden_layers"], num_attention_heads=config["num_attention_heads"],
         intermediate_size=config["intermediate_size"], hidden_act=config["hidden_act"],
@@ -261,7 +328,7 @@ def hf_config(config: dict[str, Any]) -> Any:
 
 
 def to_transformers(model: PackedModel | str | os.PathLike) -> Any:
-    """The eval-mode fp32 ``transformers`` model equal to a packed model: same class, head and weights.
+    """The eval-mode fp32 ``transformers`` model equal to a packed model: same family, class, head and weights.
 
     Every parameter of the built model must be assigned from the file and every weight of the file used,
     otherwise ValueError: a silently random parameter would make the peers run a different model.
@@ -272,8 +339,9 @@ def to_transformers(model: PackedModel | str | os.PathLike) -> Any:
     if not isinstance(model, PackedModel):
         model = read_model(model)
     config = model.config
-    cls = getattr(transformers, HF_CLASSES[config["head"]])
-    kwargs = {"add_pooling_layer": config["has_pooler"]} if config["head"] == "none" else {}
+    family = config.get("model_type", "bert")
+    cls = getattr(transformers, hf_class_name(family, config["head"]))
+    kwargs = {"add_pooling_layer": config["has_pooler"]} if config["head"] == "none" and family != "distilbert" else {}
     module = cls(hf_config(config), **kwargs).float().eval()
     state = hf_state_dict(model)
     params = dict(module.named_parameters())

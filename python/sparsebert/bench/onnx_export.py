@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import INPUT_NAMES, output_names_for
+from ..format.spec import max_sequence_length
 
 # Opset 17 has LayerNormalization and is understood by onnxruntime >= 1.13 and by the onnx 1.14 that
 # DeepSparse 1.8 pins; newer opsets would lock DeepSparse out.
@@ -26,10 +27,12 @@ TRACE_SHAPE = (2, 8)  # batch, seq of the example inputs; both axes are exported
 
 
 def bert_outputs(model: Any, config: dict[str, Any]) -> Any:
-    """A ``torch.nn.Module`` running ``model`` on positional int64 inputs and returning sparsebert's outputs."""
+    """A ``torch.nn.Module`` running ``model`` (BERT, RoBERTa or DistilBERT) on positional int64 inputs and
+    returning sparsebert's outputs."""
     import torch
 
-    head, has_pooler = config["head"], config["has_pooler"]
+    head, family = config["head"], config.get("model_type", "bert")
+    pooler_output = config["has_pooler"] and not config.get("pooler_is_head", False)
 
     class BertOutputs(torch.nn.Module):
         def __init__(self) -> None:
@@ -37,16 +40,30 @@ def bert_outputs(model: Any, config: dict[str, Any]) -> Any:
             self.model = model
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001 (traced)
-            encoder = self.model if head == "none" else self.model.bert
-            out = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-            results = [out.last_hidden_state]
-            if has_pooler:
+            encoder = self.model if head == "none" else getattr(self.model, family)
+            if family == "distilbert":
+                # No token types; "using" them (times 0) keeps the input in the graph, so every engine is fed
+                # the same three inputs.
+                out = encoder(input_ids=input_ids + token_type_ids * 0, attention_mask=attention_mask)
+            else:
+                out = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            hidden = out.last_hidden_state
+            results = [hidden]
+            if pooler_output:
                 results.append(out.pooler_output)
             # The heads as transformers computes them (dropout is off in eval mode).
             if head == "sequence_classification":
-                results.append(self.model.classifier(out.pooler_output))
+                if family == "bert":
+                    results.append(self.model.classifier(out.pooler_output))
+                elif family == "roberta":
+                    results.append(self.model.classifier(hidden))  # dense + tanh on the first token, out_proj
+                else:
+                    pooled = torch.relu(self.model.pre_classifier(hidden[:, 0]))
+                    results.append(self.model.classifier(pooled))
+            elif head == "token_classification":
+                results.append(self.model.classifier(hidden))
             elif head == "question_answering":
-                logits = self.model.qa_outputs(out.last_hidden_state)
+                logits = self.model.qa_outputs(hidden)
                 start, end = logits.split(1, dim=-1)
                 results += [start.squeeze(-1), end.squeeze(-1)]
             return tuple(results)
@@ -54,10 +71,11 @@ def bert_outputs(model: Any, config: dict[str, Any]) -> Any:
     return BertOutputs().eval()
 
 
-def _dynamic_axes(names: list[str]) -> dict[str, dict[int, str]]:
+def _dynamic_axes(names: list[str], config: dict[str, Any]) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES}
     for name in names:
-        per_token = name in ("last_hidden_state", "start_logits", "end_logits")
+        per_token = name in ("last_hidden_state", "start_logits", "end_logits") or (
+            name == "logits" and config["head"] == "token_classification")
         axes[name] = {0: "batch", 1: "seq"} if per_token else {0: "batch"}
     return axes
 
@@ -74,10 +92,11 @@ def export_onnx(model: Any, config: dict[str, Any], path: str | os.PathLike) -> 
     names = output_names_for(config)
     wrapper = bert_outputs(model, config)
     batch, seq = TRACE_SHAPE
-    seq = min(seq, config["max_position_embeddings"])
+    seq = min(seq, max_sequence_length(config))
     rng = np.random.default_rng(0)
     example = (
-        torch.from_numpy(rng.integers(0, config["vocab_size"], (batch, seq), dtype=np.int64)),
+        # From 2: RoBERTa's pad id (1) would make the traced positions those of padding.
+        torch.from_numpy(rng.integers(2, config["vocab_size"], (batch, seq), dtype=np.int64)),
         torch.ones(batch, seq, dtype=torch.int64),
         torch.zeros(batch, seq, dtype=torch.int64),
     )
@@ -88,7 +107,7 @@ def export_onnx(model: Any, config: dict[str, Any], path: str | os.PathLike) -> 
         warnings.simplefilter("ignore")
         with torch.no_grad():
             torch.onnx.export(wrapper, example, path, input_names=list(INPUT_NAMES), output_names=names,
-                              dynamic_axes=_dynamic_axes(names), opset_version=OPSET, do_constant_folding=True,
+                              dynamic_axes=_dynamic_axes(names, config), opset_version=OPSET, do_constant_folding=True,
                               dynamo=False)
     proto = onnx.load(path)
     if proto.ir_version > IR_VERSION:
