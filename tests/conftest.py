@@ -305,6 +305,7 @@ def make_model(kind="base", seed=0, **config_kwargs):
         "base": transformers.BertModel,
         "sequence_classification": transformers.BertForSequenceClassification,
         "question_answering": transformers.BertForQuestionAnswering,
+        "token_classification": transformers.BertForTokenClassification,
     }[kind]
     model = cls(config)
     gen = torch.Generator().manual_seed(seed + 1)

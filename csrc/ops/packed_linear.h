@@ -87,8 +87,9 @@ class PackedLinear {
   AlignedBuffer<float> bias_;
   AlignedBuffer<float> dense_;      // kDense: [rows][cols]
 
-  // Sparse layouts (kernels/kernels.h, PairedView). Rows are sorted by length and cut into panels of
-  // kPanelRows; the columns are cut into K-blocks of kblock_cols_, so that one block's activation panel
+  // Sparse layouts (kernels/kernels.h, PairedView). Rows are cut into row groups of group_rows_ consecutive
+  // rows (one group unless the matrix is much taller than wide), and within each group sorted by length and cut
+  // into panels of kPanelRows; the columns are cut into K-blocks of kblock_cols_, so that one block's activation panel
   // (kblock_cols_ x kTileTokens floats) stays in L1 while the rows' entries in that block stream past, the
   // kernel running once per K-block and carrying partial sums in y. Within each (K-block, panel) the rows are
   // re-sorted by their length in that block and paired, so a pair's two rows need little padding. Every

@@ -29,6 +29,7 @@ _LAZY = {
     "available_isas": ("sparsebert.kernels", "available_isas"),
     "default_isa": ("sparsebert.kernels", "default_isa"),
     "kernels": ("sparsebert.kernels", None),
+    "pipeline": ("sparsebert.pipelines", "pipeline"),
 }
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "default_isa",
     "export",
     "kernels",
+    "pipeline",
 ]
 
 

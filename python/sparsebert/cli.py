@@ -33,6 +33,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# As pipelines.TASKS, without importing it (that loads the compiled extension; `export` and `info` must not).
+PIPELINE_TASKS = ("feature-extraction", "text-classification", "token-classification")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .format.layouts import LAYOUTS
     from .packing import DENSE_BELOW
@@ -65,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for both engines (default: CPUs available to this process)")
     p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
+
+    p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, text-classification, "
+                                        "token-classification; prints JSON")
+    p.add_argument("task", choices=PIPELINE_TASKS)
+    p.add_argument("model", metavar="MODEL", help="a packed .sbert file")
+    p.add_argument("texts", metavar="TEXT", nargs="*", help="texts to run (default: one per line of standard input)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer.json or a directory holding one (default: the one carried in MODEL)")
+    p.add_argument("--pooling", choices=("mean", "cls"), default=None,
+                   help="feature-extraction: one sentence embedding per text instead of token vectors")
+    p.add_argument("--normalize", action="store_true", help="feature-extraction with --pooling: L2-normalise")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: CPUs available)")
 
     from .bench.cli import add_arguments as add_bench_arguments
 
@@ -110,6 +126,25 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from .pipelines import pipeline
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ValueError("no texts: pass them as arguments or one per line on standard input")
+    pipe = pipeline(args.task, args.model, tokenizer=args.tokenizer, num_threads=args.threads)
+    options = {"pooling": args.pooling, "normalize": args.normalize} if args.task == "feature-extraction" else {}
+    results = pipe(texts, **options)
+    default = lambda value: np.asarray(value).tolist()  # noqa: E731 (arrays of feature-extraction)
+    for text, result in zip(texts, results):
+        print(json.dumps({"text": text, "result": result}, default=default, ensure_ascii=False))
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -123,7 +158,7 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args, args.argv)
 
 
-COMMANDS = {"export": _export, "info": _info, "demo": _demo, "bench": _bench}
+COMMANDS = {"export": _export, "info": _info, "run": _run, "demo": _demo, "bench": _bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

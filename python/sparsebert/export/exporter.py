@@ -22,6 +22,7 @@ def export(
     dense_below: float = DENSE_BELOW,
     verbose: bool = True,
     compact: bool = True,
+    tokenizer: Any = None,
 ) -> ExportReport:
     """Export a BERT, RoBERTa or DistilBERT checkpoint (directory or transformers model) to a ``.sbert`` file.
 
@@ -29,7 +30,10 @@ def export(
     else block4 when the nonzeros fill aligned 4-blocks well, else unstructured.
     Any other value forces that layout on every linear.  With ``compact``, attention
     heads and FFN neurons that cannot change the output are removed (export/compaction.py).
-    The per-layer report is printed when ``verbose`` and always returned.
+    The per-layer report is printed when ``verbose`` and always returned.  The tokenizer
+    (``tokenizer=``: a tokenizer.json path or directory, a ``tokenizers.Tokenizer`` or a
+    fast ``transformers`` tokenizer; by default the source directory's ``tokenizer.json``
+    when it has one) is carried into the file for ``sparsebert.pipeline``.
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
@@ -41,6 +45,7 @@ def export(
         # Fail before the (possibly long) load and pack, not at the final write.
         raise FileNotFoundError(f"output directory does not exist: {out_dir}")
 
+    tokenizer_text = _tokenizer_text(source, tokenizer)
     checkpoint = hf_checkpoint.load_checkpoint(source)
     config = hf_config.encoder_config(checkpoint)
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
@@ -82,9 +87,19 @@ def export(
         "dense_below": dense_below,
         "compact": compact,
     }
-    write_model(out_path, config, report.linears_meta(), tensors, producer)
+    write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
     report.path = os.fspath(out_path)
     report.file_bytes = os.path.getsize(out_path)
     if verbose:
         print(report)
     return report
+
+
+def _tokenizer_text(source: Any, tokenizer: Any) -> str | None:
+    from ..tokenizer_text import TOKENIZER_FILE, tokenizer_json
+
+    if tokenizer is not None:
+        return tokenizer_json(tokenizer)
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(os.path.join(source, TOKENIZER_FILE)):
+        return tokenizer_json(source)
+    return None

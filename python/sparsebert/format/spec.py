@@ -345,6 +345,9 @@ def validate_header(header: Any) -> None:
         ok = is_int(header[key]) and header[key] >= 0 if kind is int else isinstance(header[key], kind)
         if not ok:
             raise ModelFormatError(f"header field {key!r} has the wrong type ({type(header[key]).__name__})")
+    # Optional: the tokenizer's tokenizer.json text, for sparsebert.pipeline.
+    if "tokenizer" in header and not isinstance(header["tokenizer"], str):
+        raise ModelFormatError(f"header field 'tokenizer' must be a string, got {type(header['tokenizer']).__name__}")
     tensors = header["tensors"]
     problems = [p for n, e in tensors.items() if (p := _check_tensor_entry(n, e, header["data_nbytes"]))]
     if problems:

@@ -44,6 +44,7 @@ def write_model(
     linears: Mapping[str, Mapping[str, Any]],
     tensors: Mapping[str, np.ndarray],
     producer: Mapping[str, Any],
+    tokenizer: str | None = None,
 ) -> None:
     """Write a model file; on any failure an existing file at ``path`` is left untouched.
 
@@ -70,6 +71,8 @@ def write_model(
         "data_nbytes": cursor,
         "producer": dict(producer),
     }
+    if tokenizer is not None:
+        header["tokenizer"] = tokenizer  # a tokenizer.json text (sparsebert.pipelines)
     header_bytes = json.dumps(
         header, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
     ).encode("utf-8")

