@@ -117,7 +117,7 @@ def test_no_compaction_leaves_the_config_alone(tmp_path):
             prune_matrix_(linear.weight, 0.6)  # no whole row or column zero
     path = tmp_path / "m.sbert"
     report = sparsebert.export(model, path, verbose=False)
-    assert "layer_heads" not in read_model(path).config and report.compaction is None
+    assert "layer_heads" not in read_model(path).config and report.notes is None
 
 
 def test_engine_refuses_counts_that_disagree_with_the_tensors(tmp_path):

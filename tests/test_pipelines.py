@@ -138,3 +138,39 @@ def test_cli_run(exported, capsys, monkeypatch):
     assert len(vector) == 40 and abs(sum(v * v for v in vector) - 1) < 1e-5
     assert main(["run", "token-classification", str(path), "x"]) == 2  # wrong head: one-line error
     assert "token_classification head" in capsys.readouterr().err
+
+
+def test_sentence_embedding_matches_sentence_transformers(minilm_dir, tmp_path):
+    # The real all-MiniLM-L6-v2 directory: mean pooling, Normalize, max_seq_length 256, carried over at export.
+    st = pytest.importorskip("sentence_transformers")
+    path = tmp_path / "minilm.sbert"
+    sparsebert.export(minilm_dir, path, verbose=False)
+    config = read_model(path).config
+    assert (config["sentence_pooling"], config["sentence_normalize"], config["sentence_max_length"]) == \
+        ("mean", True, 256)
+    texts = [*SENTENCES, "word " * 400]  # the last one is truncated at 256 tokens by both
+    theirs = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, convert_to_numpy=True)
+    ours = np.stack(sparsebert.pipeline("sentence-embedding", path)(texts))
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_sentence_embedding_needs_a_pooling(exported):
+    _, _, path = exported("base")
+    pipe = sparsebert.pipeline("sentence-embedding", path)
+    with pytest.raises(ValueError, match="records no sentence pooling"):
+        pipe("x")
+    assert pipe("x", pooling="cls").shape == (40,)
+
+
+def test_unsupported_sentence_pooling_is_reported(minilm_dir, tmp_path):
+    import json
+
+    ckpt = tmp_path / "st"
+    shutil.copytree(minilm_dir, ckpt)
+    pool = json.loads((ckpt / "1_Pooling" / "config.json").read_text())
+    pool.update(pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True)
+    (ckpt / "1_Pooling" / "config.json").write_text(json.dumps(pool))
+    report = sparsebert.export(ckpt, tmp_path / "m.sbert", verbose=False)
+    assert "pooling_mode_max_tokens" in str(report) and "not supported" in str(report)
+    assert "sentence_pooling" not in read_model(tmp_path / "m.sbert").config

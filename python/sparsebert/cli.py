@@ -34,7 +34,7 @@ def _positive_int(text: str) -> int:
 
 
 # As pipelines.TASKS, without importing it (that loads the compiled extension; `export` and `info` must not).
-PIPELINE_TASKS = ("feature-extraction", "text-classification", "token-classification")
+PIPELINE_TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="threads for both engines (default: CPUs available to this process)")
     p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
 
-    p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, text-classification, "
-                                        "token-classification; prints JSON")
+    p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, sentence-embedding, "
+                                        "text-classification, token-classification; prints JSON lines")
     p.add_argument("task", choices=PIPELINE_TASKS)
     p.add_argument("model", metavar="MODEL", help="a packed .sbert file")
     p.add_argument("texts", metavar="TEXT", nargs="*", help="texts to run (default: one per line of standard input)")
@@ -137,7 +137,11 @@ def _run(args: argparse.Namespace) -> int:
     if not texts:
         raise ValueError("no texts: pass them as arguments or one per line on standard input")
     pipe = pipeline(args.task, args.model, tokenizer=args.tokenizer, num_threads=args.threads)
-    options = {"pooling": args.pooling, "normalize": args.normalize} if args.task == "feature-extraction" else {}
+    options = {}
+    if args.task == "feature-extraction":
+        options = {"pooling": args.pooling, "normalize": args.normalize}
+    elif args.task == "sentence-embedding":  # the model's own pooling unless the options say otherwise
+        options = {"pooling": args.pooling, "normalize": True if args.normalize else None}
     results = pipe(texts, **options)
     default = lambda value: np.asarray(value).tolist()  # noqa: E731 (arrays of feature-extraction)
     for text, result in zip(texts, results):

@@ -1,5 +1,5 @@
-"""Text in, answers out: ``sparsebert.pipeline(task, model_path)`` for feature extraction, text classification and
-token classification, with the Hugging Face ``tokenizers`` library.
+"""Text in, answers out: ``sparsebert.pipeline(task, model_path)`` for feature extraction, sentence embeddings,
+text classification and token classification, with the Hugging Face ``tokenizers`` library.
 
 The tokenizer comes from the packed file (the exporter carries a checkpoint's ``tokenizer.json`` into it), or
 from ``tokenizer=``: a ``tokenizer.json`` path, a directory holding one, a ``tokenizers.Tokenizer`` or a
@@ -20,7 +20,7 @@ from .format import read_model
 from .format.spec import max_sequence_length
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
-TASKS = ("feature-extraction", "text-classification", "token-classification")
+TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification")
 _NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification"}
 
 
@@ -46,6 +46,10 @@ class Pipeline:
         self.tokenizer = tokenizer
         config = engine.config
         self.max_length = max_sequence_length(config)
+        if task == "sentence-embedding" and "sentence_max_length" in config:  # sentence-transformers truncates here
+            self.max_length = min(self.max_length, config["sentence_max_length"])
+        self.sentence_pooling = config.get("sentence_pooling")
+        self.sentence_normalize = config.get("sentence_normalize", False)
         self.pad_id = config.get("pad_token_id", 0) if config.get("position_ids") == "padding_offset" else 0
         self.id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
         self._with_types = config["type_vocab_size"] > 1
@@ -82,6 +86,8 @@ class Pipeline:
         out = self.engine.run(inputs)
         if self.task == "feature-extraction":
             return self._features(encodings, out, **kwargs)
+        if self.task == "sentence-embedding":
+            return self._sentences(encodings, out, **kwargs)
         if self.task == "text-classification":
             return self._classify(out, **kwargs)
         return self._tag(encodings, out, **kwargs)
@@ -105,6 +111,17 @@ class Pipeline:
                 vector = vector / max(np.linalg.norm(vector), 1e-12)
             results.append(vector.astype(np.float32))
         return results
+
+    def _sentences(self, encodings: list[Any], out: dict[str, np.ndarray], pooling: str | None = None,
+                   normalize: bool | None = None) -> list[np.ndarray]:
+        """Per text, one float32 [H] embedding: pooled and normalised as the sentence-transformers checkpoint
+        said (the exporter records it), or as ``pooling`` ("mean" or "cls") and ``normalize`` say."""
+        pooling = pooling or self.sentence_pooling
+        if pooling is None:
+            raise ValueError("this model records no sentence pooling (not exported from a sentence-transformers "
+                             "directory): pass pooling='mean' or 'cls'")
+        normalize = self.sentence_normalize if normalize is None else normalize
+        return self._features(encodings, out, pooling=pooling, normalize=normalize)
 
     def _classify(self, out: dict[str, np.ndarray], top_k: int | None = 1) -> list[Any]:
         """Per text, {"label", "score"} of the best label (softmax; sigmoid for a single label), as transformers'

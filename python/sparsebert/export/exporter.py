@@ -10,6 +10,7 @@ from ..format import write_model
 from ..format.layouts import LAYOUTS
 from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
 from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert
+from .sentence_transformers_config import sentence_config
 from .report import ExportReport, LinearRow
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
@@ -48,6 +49,8 @@ def export(
     tokenizer_text = _tokenizer_text(source, tokenizer)
     checkpoint = hf_checkpoint.load_checkpoint(source)
     config = hf_config.encoder_config(checkpoint)
+    sentence_keys, sentence_note = sentence_config(source)
+    config.update(sentence_keys)
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
     items = mapper.encoder_tensors(checkpoint, config)
     if compact:
@@ -77,7 +80,8 @@ def export(
             bytes=stored_nbytes(packed, bias),
         ))
 
-    report = ExportReport(rows, compaction=compaction.describe(config))
+    notes = [n for n in (compaction.describe(config), sentence_note) if n]
+    report = ExportReport(rows, notes="\n".join(notes) or None)
     producer = {
         "name": "sparsebert",
         "version": __version__,

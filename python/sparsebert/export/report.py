@@ -65,7 +65,7 @@ class ExportReport:
     rows: list[LinearRow] = field(default_factory=list)
     path: str | None = None
     file_bytes: int | None = None
-    compaction: str | None = None  # heads and neurons removed (export/compaction.py), when any
+    notes: str | None = None  # lines after the table: heads and neurons removed, what could not be carried over
 
     @classmethod
     def from_linears(cls, linears: Mapping[str, Mapping[str, Any]], path: str | None = None,
@@ -134,4 +134,4 @@ class ExportReport:
 
     def __str__(self) -> str:
         text = self.table() + "\n" + self.summary()
-        return text + ("\n" + self.compaction if self.compaction else "")
+        return text + ("\n" + self.notes if self.notes else "")

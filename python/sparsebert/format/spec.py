@@ -125,6 +125,13 @@ def validate_config(config: Any) -> None:
         problems.append(f"position_ids {config['position_ids']!r} is not one of {', '.join(POSITION_IDS)}")
     if config.get("pooler_act", "tanh") not in POOLER_ACTS:
         problems.append(f"pooler_act {config['pooler_act']!r} is not one of {', '.join(POOLER_ACTS)}")
+    if config.get("sentence_pooling", "mean") not in ("mean", "cls"):
+        problems.append(f"sentence_pooling {config['sentence_pooling']!r} is not 'mean' or 'cls'")
+    if not isinstance(config.get("sentence_normalize", False), bool):
+        problems.append(f"sentence_normalize must be true or false, got {config['sentence_normalize']!r}")
+    if "sentence_max_length" in config and not (is_int(config["sentence_max_length"])
+                                                and config["sentence_max_length"] >= 1):
+        problems.append(f"sentence_max_length must be a positive integer, got {config['sentence_max_length']!r}")
     if not isinstance(config.get("pooler_is_head", False), bool):
         problems.append(f"pooler_is_head must be true or false, got {config['pooler_is_head']!r}")
     for key, least in CONFIG_INTS.items():
