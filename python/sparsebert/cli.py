@@ -34,7 +34,8 @@ def _positive_int(text: str) -> int:
 
 
 # As pipelines.TASKS, without importing it (that loads the compiled extension; `export` and `info` must not).
-PIPELINE_TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification")
+PIPELINE_TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
+                  "question-answering")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
 
     p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, sentence-embedding, "
-                                        "text-classification, token-classification; prints JSON lines")
+                                        "text-classification, token-classification, question-answering; prints "
+                                        "JSON lines")
     p.add_argument("task", choices=PIPELINE_TASKS)
     p.add_argument("model", metavar="MODEL", help="a packed .sbert file")
     p.add_argument("texts", metavar="TEXT", nargs="*", help="texts to run (default: one per line of standard input)")
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=("mean", "cls"), default=None,
                    help="feature-extraction: one sentence embedding per text instead of token vectors")
     p.add_argument("--normalize", action="store_true", help="feature-extraction with --pooling: L2-normalise")
+    p.add_argument("--question", default=None, help="question-answering: the question (the texts are contexts)")
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: CPUs available)")
 
     from .bench.cli import add_arguments as add_bench_arguments
@@ -136,7 +139,14 @@ def _run(args: argparse.Namespace) -> int:
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise ValueError("no texts: pass them as arguments or one per line on standard input")
+    if (args.task == "question-answering") != (args.question is not None):
+        raise ValueError("--question goes with question-answering, and question-answering needs it")
     pipe = pipeline(args.task, args.model, tokenizer=args.tokenizer, num_threads=args.threads)
+    if args.question is not None:
+        results = pipe([{"question": args.question, "context": text} for text in texts])
+        for text, result in zip(texts, results):
+            print(json.dumps({"question": args.question, "context": text, "result": result}, ensure_ascii=False))
+        return EXIT_OK
     options = {}
     if args.task == "feature-extraction":
         options = {"pooling": args.pooling, "normalize": args.normalize}

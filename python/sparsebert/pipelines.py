@@ -20,8 +20,10 @@ from .format import read_model
 from .format.spec import max_sequence_length
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
-TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification")
-_NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification"}
+TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
+         "question-answering")
+_NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification",
+               "question-answering": "question_answering"}
 
 
 def _tokenizers() -> Any:
@@ -54,7 +56,9 @@ class Pipeline:
         self.id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
         self._with_types = config["type_vocab_size"] > 1
 
-    def __call__(self, inputs: str | Sequence[str], batch_size: int = 8, **kwargs: Any) -> Any:
+    def __call__(self, inputs: Any = None, batch_size: int = 8, **kwargs: Any) -> Any:
+        if self.task == "question-answering":
+            return self._answer_all(inputs, batch_size, **kwargs)
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
         if not all(isinstance(t, str) for t in texts):
@@ -156,6 +160,117 @@ class Pipeline:
                                  "word": e.tokens[t], "start": start, "end": end})
             results.append(entities)
         return results
+
+
+    # ------------------------------------------------------------------------------ question answering
+
+    def _answer_all(self, inputs: Any, batch_size: int, question: str | None = None, context: str | None = None,
+                    **kwargs: Any) -> Any:
+        """``pipe(question=..., context=...)`` or ``pipe({"question", "context"})`` -> one answer;
+        ``pipe([{...}, ...])`` -> a list."""
+        if inputs is None:
+            inputs = {"question": question, "context": context}
+        single = isinstance(inputs, dict)
+        items = [inputs] if single else list(inputs)
+        for item in items:
+            if not (isinstance(item, dict) and isinstance(item.get("question"), str)
+                    and isinstance(item.get("context"), str)):
+                raise TypeError("question-answering takes question= and context= strings, or dicts of them")
+        results = [self._answer(item["question"], item["context"], batch_size, **kwargs) for item in items]
+        return results[0] if single else results
+
+    def _answer(self, question: str, context: str, batch_size: int, top_k: int = 1, max_seq_len: int = 384,
+                doc_stride: int = 128, max_answer_len: int = 15, handle_impossible_answer: bool = False) -> Any:
+        """The best answer span(s) in ``context``, as transformers' question-answering pipeline finds them: the
+        context is cut into windows of ``max_seq_len`` tokens overlapping by ``doc_stride``; in each window the
+        start and end logits of context tokens (and [CLS]) go through a softmax, and a span scores start x end
+        probability, at most ``max_answer_len`` tokens long; spans are widened to whole words. Answers with the
+        same text in several windows add their scores. Returns {"score", "start", "end", "answer"} (character
+        offsets into ``context``), or a list of the ``top_k`` best."""
+        for name, value in (("top_k", top_k), ("max_seq_len", max_seq_len), ("max_answer_len", max_answer_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(doc_stride, bool) or not isinstance(doc_stride, int) or doc_stride < 0:
+            raise ValueError(f"doc_stride must be a non-negative integer, got {doc_stride!r}")
+        max_seq_len = min(max_seq_len, self.max_length)
+        doc_stride = min(doc_stride, max_seq_len // 2)
+        tok = self.tokenizer
+        tok.no_padding()
+        tok.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
+        try:
+            first = tok.encode(question, context)
+        except Exception as exc:  # tokenizers raises its own exception types, e.g. for a question too long to fit
+            raise ValueError(f"cannot fit the question and a piece of the context in {max_seq_len} tokens: {exc}") \
+                from None
+        windows = [first, *first.overflowing]
+        answers: list[dict[str, Any]] = []
+        min_null_score = 1_000_000.0
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start:start + batch_size]
+            seq = max(len(w.ids) for w in chunk)
+            ids = np.full((len(chunk), seq), self.pad_id, dtype=np.int64)
+            mask, types = np.zeros_like(ids), np.zeros_like(ids)
+            for i, w in enumerate(chunk):
+                ids[i, :len(w.ids)], mask[i, :len(w.ids)] = w.ids, 1
+                if self._with_types:
+                    types[i, :len(w.ids)] = w.type_ids
+            out = self.engine.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+            for i, w in enumerate(chunk):
+                n = len(w.ids)
+                # Wanted: the context's tokens, and [CLS] (token 0), which the softmax includes.
+                wanted = np.array([sid == 1 for sid in w.sequence_ids], dtype=bool)
+                wanted[0] = True
+                starts = self._window_probs(out["start_logits"][i, :n], wanted)
+                ends = self._window_probs(out["end_logits"][i, :n], wanted)
+                if handle_impossible_answer:
+                    min_null_score = min(min_null_score, float(starts[0] * ends[0]))
+                starts[0] = ends[0] = 0.0
+                for s, e, score in _best_spans(starts, ends, wanted, top_k, max_answer_len):
+                    lo, hi = _word_span(w, s, e)
+                    text = context[lo:hi]
+                    same = next((a for a in answers if a["answer"] == text), None)
+                    if same is not None:
+                        same["score"] += score
+                    else:
+                        answers.append({"score": score, "start": lo, "end": hi, "answer": text})
+        if handle_impossible_answer:
+            answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+        return answers[0] if top_k == 1 else answers
+
+    @staticmethod
+    def _window_probs(logits: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        masked = np.where(wanted, logits.astype(np.float64), -10000.0)
+        e = np.exp(masked - masked.max())
+        return e / e.sum()
+
+
+def _best_spans(starts: np.ndarray, ends: np.ndarray, wanted: np.ndarray, top_k: int,
+                max_answer_len: int) -> list[tuple[int, int, float]]:
+    """The top_k (start, end, score) with start <= end < start + max_answer_len, both wanted tokens."""
+    scores = np.tril(np.triu(np.outer(starts, ends)), max_answer_len - 1)
+    flat = scores.ravel()
+    if top_k == 1:
+        order = np.array([np.argmax(flat)])
+    elif len(flat) < top_k:
+        order = np.argsort(-flat)
+    else:
+        top = np.argpartition(-flat, top_k)[:top_k]
+        order = top[np.argsort(-flat[top])]
+    spans = []
+    for index in order:
+        s, e = np.unravel_index(index, scores.shape)
+        if wanted[s] and wanted[e]:
+            spans.append((int(s), int(e), float(scores[s, e])))
+    return spans
+
+
+def _word_span(window: Any, s: int, e: int) -> tuple[int, int]:
+    """Character offsets in the context of tokens s..e widened to whole words (the pipeline's align_to_words)."""
+    start_word, end_word = window.token_to_word(s), window.token_to_word(e)
+    if start_word is None or end_word is None:
+        return window.offsets[s][0], window.offsets[e][1]
+    return window.word_to_chars(start_word, 1)[0], window.word_to_chars(end_word, 1)[1]
 
 
 def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_threads: int | None = None,
