@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="pack a transformers BERT / RoBERTa / DistilBERT checkpoint directory "
                                            "into a .sbert file")
     p.add_argument("src", metavar="SRC",
-                   help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin)")
+                   help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin), or an .onnx "
+                        "file with its config.json beside it")
     p.add_argument("out", metavar="OUT", help="the .sbert file to write")
     p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
                    help="packed layout for every linear layer (default: auto, chosen per layer)")

@@ -24,6 +24,7 @@ def export(
     verbose: bool = True,
     compact: bool = True,
     tokenizer: Any = None,
+    config: Any = None,
 ) -> ExportReport:
     """Export a BERT, RoBERTa or DistilBERT checkpoint (directory or transformers model) to a ``.sbert`` file.
 
@@ -35,6 +36,11 @@ def export(
     (``tokenizer=``: a tokenizer.json path or directory, a ``tokenizers.Tokenizer`` or a
     fast ``transformers`` tokenizer; by default the source directory's ``tokenizer.json``
     when it has one) is carried into the file for ``sparsebert.pipeline``.
+
+    ``source`` may also be an ``.onnx`` file written by ``torch.onnx.export`` or Optimum
+    (export/onnx_import.py); ``config`` is then its transformers config (a dict or a
+    config.json path; default: the config.json beside it), and the packed model is checked
+    against ONNX Runtime on the same file (when installed) before it replaces ``out_path``.
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
@@ -46,8 +52,19 @@ def export(
         # Fail before the (possibly long) load and pack, not at the final write.
         raise FileNotFoundError(f"output directory does not exist: {out_dir}")
 
-    tokenizer_text = _tokenizer_text(source, tokenizer)
-    checkpoint = hf_checkpoint.load_checkpoint(source)
+    onnx_config, config = config, None  # below, `config` is the encoder config
+    is_onnx = isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(".onnx")
+    if is_onnx and not os.path.isfile(source):
+        raise FileNotFoundError(f"no such ONNX file: {os.fspath(source)}")
+    tokenizer_text = _tokenizer_text(os.path.dirname(os.fspath(source)) if is_onnx else source, tokenizer)
+    if is_onnx:
+        from .onnx_import import load_onnx
+
+        checkpoint = load_onnx(os.fspath(source), onnx_config)
+    elif onnx_config is not None:
+        raise ValueError("config= is only for ONNX sources; a checkpoint directory has its own config.json")
+    else:
+        checkpoint = hf_checkpoint.load_checkpoint(source)
     config = hf_config.encoder_config(checkpoint)
     sentence_keys, sentence_note = sentence_config(source)
     config.update(sentence_keys)
@@ -91,7 +108,24 @@ def export(
         "dense_below": dense_below,
         "compact": compact,
     }
-    write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
+    if not is_onnx:
+        write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
+    else:
+        # Written beside the destination, checked against ONNX Runtime, then moved into place: a graph that
+        # does not compute what sparsebert runs never replaces a file.
+        from .onnx_import import check_against_onnxruntime
+
+        staging = os.fspath(out_path) + ".checking"
+        try:
+            write_model(staging, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
+            worst = check_against_onnxruntime(os.fspath(source), staging)
+            os.replace(staging, out_path)
+        finally:
+            if os.path.exists(staging):
+                os.remove(staging)
+        note = ("checked against ONNX Runtime on the same file: max |difference| "
+                f"{worst:.2g}" if worst is not None else "not checked against ONNX Runtime (not installed)")
+        report.notes = "\n".join(n for n in (report.notes, note) if n)
     report.path = os.fspath(out_path)
     report.file_bytes = os.path.getsize(out_path)
     if verbose:

@@ -1,0 +1,149 @@
+"""ONNX import: encoder graphs written by torch.onnx.export for every family and head, packed and checked against
+ONNX Runtime on the same file; graphs that are not such an encoder are refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import sparsebert  # noqa: E402
+from sparsebert import SparseEngine  # noqa: E402
+from sparsebert.errors import UnsupportedModelError  # noqa: E402
+from sparsebert.format import read_model  # noqa: E402
+
+from test_families import assert_family_matches, family_inputs, make_family_model, torch_reference  # noqa: E402
+
+
+class KeywordCall(torch.nn.Module):
+    """transformers 5 models take keywords only; the exported graph's scopes then start with /wrapped/."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.wrapped = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.wrapped(input_ids=input_ids, attention_mask=attention_mask, **kwargs).to_tuple()
+
+
+def onnx_export(model, directory, with_types=True, opset=17):
+    """The model as torch.onnx.export writes it (TorchScript exporter), with its config.json beside it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "model.onnx"
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+    example = tuple(torch.ones(2, 8, dtype=torch.int64) * (k + 2) if k == 0 else torch.ones(2, 8, dtype=torch.int64)
+                    for k in range(len(names)))
+    if with_types:
+        example = (example[0], example[1], torch.zeros(2, 8, dtype=torch.int64))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        torch.onnx.export(KeywordCall(model), example, str(path), input_names=names, opset_version=opset, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in names})
+    model.config.to_json_file(str(directory / "config.json"))
+    return path
+
+
+@pytest.mark.parametrize("head", ["Model", "ForSequenceClassification", "ForQuestionAnswering",
+                                  "ForTokenClassification"])
+@pytest.mark.parametrize("family", ["Bert", "Roberta", "DistilBert"])
+def test_onnx_import_matches_torch_and_onnxruntime(family, head, tmp_path):
+    model = make_family_model(family, head, seed=len(family) * 3 + len(head), sparsity=0.85)
+    path = onnx_export(model, tmp_path / "onnx", with_types=family != "DistilBert")
+    out = tmp_path / "model.sbert"
+    report = sparsebert.export(path, out, verbose=False)
+    assert "checked against ONNX Runtime on the same file" in str(report)
+    assert {row.layout for row in report.rows if row.name.startswith("layers.")} == {"unstructured"}
+    inputs = family_inputs(family, [11, 5], seed=3)
+    assert_family_matches(SparseEngine.load(out).run(inputs), torch_reference(model, inputs),
+                          inputs["attention_mask"], f"onnx {family}{head}")
+
+
+def test_onnx_import_with_config_argument_and_opset_14(tmp_path):
+    # Opset 14 has no LayerNormalization: the exporter decomposes it, and the weights are still found.
+    model = make_family_model("Bert", "ForSequenceClassification", seed=4)
+    path = onnx_export(model, tmp_path / "onnx", opset=14)
+    config = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    (tmp_path / "onnx" / "config.json").unlink()
+    with pytest.raises(UnsupportedModelError, match="no config.json"):
+        sparsebert.export(path, tmp_path / "m.sbert", verbose=False)
+    assert not (tmp_path / "m.sbert").exists()
+    sparsebert.export(path, tmp_path / "m.sbert", verbose=False, config=config)
+    inputs = family_inputs("Bert", [9, 4], seed=5)
+    assert_family_matches(SparseEngine.load(tmp_path / "m.sbert").run(inputs), torch_reference(model, inputs),
+                          inputs["attention_mask"], "opset 14")
+
+
+def test_unsupported_op_is_named(tmp_path):
+    model = make_family_model("Bert", "Model", seed=5, sparsity=0.0)
+    path = onnx_export(model, tmp_path / "onnx")
+    proto = onnx.load(str(path))
+    last = proto.graph.output[0].name
+    proto.graph.node.append(onnx.helper.make_node("Sin", [last], ["sin_out"], name="/odd/Sin"))
+    onnx.save(proto, str(path))
+    with pytest.raises(UnsupportedModelError, match=r"/odd/Sin \(Sin\)"):
+        sparsebert.export(path, tmp_path / "m.sbert", verbose=False)
+
+
+def test_quantized_graph_is_refused(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = make_family_model("Bert", "Model", seed=6, sparsity=0.0)
+    path = onnx_export(model, tmp_path / "onnx")
+    quantized = tmp_path / "onnx" / "quantized.onnx"
+    quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+    with pytest.raises(UnsupportedModelError, match="quantized"):
+        sparsebert.export(quantized, tmp_path / "m.sbert", verbose=False)
+
+
+def test_graph_that_computes_something_else_is_refused(tmp_path):
+    # Weights found, but the graph does more than the encoder (here: doubles the output): the ONNX Runtime
+    # check catches it and nothing is written.
+    model = make_family_model("Bert", "Model", seed=7, sparsity=0.0)
+    path = onnx_export(model, tmp_path / "onnx")
+    proto = onnx.load(str(path))
+    out = proto.graph.output[0]
+    proto.graph.node.append(onnx.helper.make_node("Add", [out.name, out.name], ["doubled"], name="/double/Add"))
+    doubled = onnx.helper.make_tensor_value_info("doubled", out.type.tensor_type.elem_type, None)
+    proto.graph.output.remove(out)
+    proto.graph.output.insert(0, doubled)
+    onnx.save(proto, str(path))
+    dest = tmp_path / "m.sbert"
+    dest.write_bytes(b"keep me")
+    with pytest.raises(UnsupportedModelError, match="differs from ONNX Runtime"):
+        sparsebert.export(path, dest, verbose=False)
+    assert dest.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.sbert", "onnx"]
+
+
+def test_not_an_onnx_file(tmp_path):
+    path = tmp_path / "x.onnx"
+    path.write_bytes(b"\x00garbage" * 10)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UnsupportedModelError, match="cannot read"):
+        sparsebert.export(path, tmp_path / "m.sbert", verbose=False)
+    with pytest.raises(FileNotFoundError):
+        sparsebert.export(tmp_path / "missing.onnx", tmp_path / "m.sbert", verbose=False)
+
+
+def test_config_only_for_onnx(tmp_path, small_model):
+    with pytest.raises(ValueError, match="only for ONNX"):
+        sparsebert.export(small_model.model, tmp_path / "m.sbert", verbose=False, config={})
+
+
+def test_packed_weights_equal_the_onnx_initializers(tmp_path):
+    model = make_family_model("Roberta", "ForSequenceClassification", seed=8, sparsity=0.0)
+    path = onnx_export(model, tmp_path / "onnx")
+    sparsebert.export(path, tmp_path / "a.sbert", verbose=False, compact=False)
+    sparsebert.export(model, tmp_path / "b.sbert", verbose=False, compact=False)
+    a, b = read_model(tmp_path / "a.sbert"), read_model(tmp_path / "b.sbert")
+    assert set(a.tensors) == set(b.tensors)
+    for name in a.tensors:
+        np.testing.assert_array_equal(a.tensors[name], b.tensors[name], err_msg=name)
