@@ -147,3 +147,14 @@ def test_packed_weights_equal_the_onnx_initializers(tmp_path):
     assert set(a.tensors) == set(b.tensors)
     for name in a.tensors:
         np.testing.assert_array_equal(a.tensors[name], b.tensors[name], err_msg=name)
+
+
+def test_graph_without_scopes_is_refused(tmp_path):
+    model = make_family_model("Bert", "Model", seed=9, sparsity=0.0)
+    path = onnx_export(model, tmp_path / "onnx")
+    proto = onnx.load(str(path))
+    for i, node in enumerate(proto.graph.node):
+        node.name = f"node_{i}"
+    onnx.save(proto, str(path))
+    with pytest.raises(UnsupportedModelError, match="dynamo=False"):
+        sparsebert.export(path, tmp_path / "m.sbert", verbose=False)

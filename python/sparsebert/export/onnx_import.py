@@ -142,6 +142,11 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
         raise UnsupportedModelError(f"cannot read {path} as ONNX: {exc}") from None
     graph = model.graph
     _check_ops(graph, path)
+    if not any(_module_of(node.name) for node in graph.node):
+        raise UnsupportedModelError(
+            f"{path}: no node names carry module scopes (/bert/encoder/layer.0/...), so the weights cannot be "
+            "told apart; the torch.export-based exporter (torch.onnx.export(dynamo=True)) writes such graphs: "
+            "export with dynamo=False, or with Optimum")
     raw, eps = graph_weights(graph, path)
     family = config.get("model_type", "bert")
     if family not in ("bert", "roberta", "distilbert"):
