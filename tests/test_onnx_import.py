@@ -158,3 +158,34 @@ def test_graph_without_scopes_is_refused(tmp_path):
     onnx.save(proto, str(path))
     with pytest.raises(UnsupportedModelError, match="dynamo=False"):
         sparsebert.export(path, tmp_path / "m.sbert", verbose=False)
+
+
+# Files written by Optimum's ONNX exporter (tools/make_optimum_fixtures.py made them; Optimum pins transformers 4,
+# so it is not a test dependency): tiny 80%-pruned task models of each family.
+OPTIMUM_FILES = {"bert": "sequence_classification", "roberta": "question_answering",
+                 "distilbert": "token_classification"}
+
+
+@pytest.mark.parametrize("family", list(OPTIMUM_FILES))
+def test_optimum_files(family, tmp_path):
+    from pathlib import Path
+
+    source = Path(__file__).parent / "data" / "optimum" / family / "model.onnx"
+    out = tmp_path / "m.sbert"
+    report = sparsebert.export(source, out, verbose=False)
+    assert "checked against ONNX Runtime on the same file" in str(report)
+    config = read_model(out).config
+    assert (config["model_type"], config["head"]) == (family, OPTIMUM_FILES[family])
+    assert {row.layout for row in report.rows if row.name.startswith("layers.")} == {"unstructured"}
+    # The packed model answers as ONNX Runtime does on inputs of other shapes too.
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    inputs = family_inputs({"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}[family], [30, 7],
+                           vocab=97, seed=11)
+    theirs = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
+    ours = SparseEngine.load(out).run(inputs)
+    keep = inputs["attention_mask"].astype(bool)
+    expected = {"bert": ["logits"], "roberta": ["start_logits", "end_logits"], "distilbert": ["logits"]}[family]
+    for key, value in zip(expected, theirs):
+        mine, ref = (ours[key][keep], value[keep]) if ours[key].ndim >= 2 and ours[key].shape[1] == 30 else \
+            (ours[key], value)
+        np.testing.assert_allclose(mine, ref, atol=1e-4, err_msg=f"{family}/{key}")
