@@ -76,7 +76,8 @@ def load_checkpoint(source: Any) -> Checkpoint:
     )
 
 
-def _canonical(raw: dict[str, Any], family: str) -> tuple[dict[str, Any], bool]:
+def canonical_weights(raw: dict[str, Any], family: str) -> tuple[dict[str, Any], bool]:
+    """Weights renamed without the family's encoder prefix (and legacy gamma/beta names); whether any had it."""
     prefix = ENCODER_PREFIXES[family]
     weights, prefixed = {}, False
     for name, value in raw.items():
@@ -106,7 +107,7 @@ def _load_model_object(model: Any) -> Checkpoint:
         if torch.is_tensor(tensor) and tensor.is_floating_point():
             # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
             raw[name] = tensor.detach().to("cpu", torch.float32).numpy()
-    weights, prefixed = _canonical(raw, family)
+    weights, prefixed = canonical_weights(raw, family)
     name = getattr(model.config, "_name_or_path", "") or ""
     source = f"{type(model).__name__}" + (f" ({name})" if name else "")
     return Checkpoint(model.config.to_dict(), weights, family, head, architecture, source, prefixed)
@@ -133,9 +134,9 @@ def _load_directory(path: str) -> Checkpoint:
     family = hf_config.family_of(config, path)
     hf_config.check_hf_config(config, family, path)
     architecture = _architecture_of_config(config, family, path)
-    weights, prefixed = _canonical(_read_weights(path), family)
+    weights, prefixed = canonical_weights(_read_weights(path), family)
     if architecture is None:
-        architecture = _architecture_of_weights(weights, family)
+        architecture = architecture_of_weights(weights, family)
     head = ARCHITECTURES[architecture][1]
     return Checkpoint(config, weights, family, head, architecture, path, prefixed)
 
@@ -161,7 +162,7 @@ _SEQUENCE_CLASSIFIER_MARKS = {"bert": "pooler.dense.weight", "roberta": "classif
                               "distilbert": "pre_classifier.weight"}
 
 
-def _architecture_of_weights(weights: dict[str, Any], family: str) -> str:
+def architecture_of_weights(weights: dict[str, Any], family: str) -> str:
     name = _CLASS_NAMES[family]
     if "qa_outputs.weight" in weights:
         return f"{name}ForQuestionAnswering"

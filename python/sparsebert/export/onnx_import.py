@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .hf_checkpoint import ARCHITECTURES, Checkpoint, _architecture_of_weights, _canonical
+from .hf_checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights
 
 # What the exporters emit for these encoders (opset 11-17+; LayerNorm fused or decomposed, GELU erf or tanh).
 SUPPORTED_OPS = {
@@ -151,9 +151,9 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
     family = config.get("model_type", "bert")
     if family not in ("bert", "roberta", "distilbert"):
         raise UnsupportedModelError(f"{path}: model_type {family!r} is not supported")
-    weights, prefixed = _canonical(raw, family)
+    weights, prefixed = canonical_weights(raw, family)
     names = config.get("architectures") or []
-    architecture = names[0] if names and names[0] in ARCHITECTURES else _architecture_of_weights(weights, family)
+    architecture = names[0] if names and names[0] in ARCHITECTURES else architecture_of_weights(weights, family)
     config = dict(config)
     if eps is not None and family != "distilbert":
         config["layer_norm_eps"] = eps
