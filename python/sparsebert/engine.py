@@ -21,6 +21,7 @@ from .packing import to_packed_linear
 _core = load_core()
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+MAX_TOKENS = (2**31 - 1) // 4  # batch x seq of one call, as the C++ encoder bounds it (index arithmetic in int32)
 
 
 def _default_threads() -> int:
@@ -160,6 +161,8 @@ class SparseEngine:
                 raise ValueError(f"{name} has shape {array.shape} but input_ids has shape {shape}")
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"input_ids has shape {shape}; batch and sequence length must be at least 1")
+        if shape[0] * shape[1] > MAX_TOKENS:
+            raise ValueError(f"input_ids has {shape[0] * shape[1]} tokens; one call takes at most {MAX_TOKENS}")
         longest = max_sequence_length(self._config)
         if shape[1] > longest:
             raise ValueError(f"sequence length {shape[1]} exceeds the longest this model accepts ({longest}, "
