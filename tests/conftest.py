@@ -496,3 +496,16 @@ def small_model(tmp_path_factory):
     report = sparsebert.export(model, path, verbose=False, compact=False)
     assert_layer_layouts(report, expected)
     return types.SimpleNamespace(model=model, path=path, report=report, config=model.config, expected=expected)
+
+
+def run_worker(worker, *args, timeout=1800) -> dict:
+    """Runs a test worker script in its own process (so that a crash fails the test, not the runner) and returns
+    the JSON summary it prints last."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(worker), *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{worker} crashed (exit {result.returncode}):\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -4,21 +4,17 @@ the test). SPARSEBERT_FUZZ_CASES sets the count: 1,000 by default (CI), 10,000 o
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_worker
 
 WORKER = Path(__file__).with_name("fuzz_files_worker.py")
 
 
 def test_mutated_files_load_correctly_or_raise(small_model):
     cases = int(os.environ.get("SPARSEBERT_FUZZ_CASES", "1000"))
-    result = subprocess.run([sys.executable, str(WORKER), str(small_model.path), str(cases), "1234"],
-                            capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"the loader crashed (exit {result.returncode}):\n{result.stderr[-3000:]}"
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = run_worker(WORKER, small_model.path, cases, 1234)
     assert summary["cases"] == cases
     assert not summary["unexpected"], summary["unexpected"]
     counts = summary["counts"]

@@ -3,10 +3,7 @@ test: every call returns the outputs plain int64 inputs give, or raises TypeErro
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +11,14 @@ import pytest
 
 from sparsebert import SparseEngine
 
+from conftest import run_worker
+
 WORKER = Path(__file__).with_name("hostile_inputs_worker.py")
 
 
 def test_hostile_inputs_are_refused_or_answered_correctly(small_model):
     cases = int(os.environ.get("SPARSEBERT_FUZZ_CASES", "1000"))
-    result = subprocess.run([sys.executable, str(WORKER), str(small_model.path), str(cases), "3"],
-                            capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"crashed (exit {result.returncode}):\n{result.stderr[-3000:]}"
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = run_worker(WORKER, small_model.path, cases, 3)
     assert not summary["unexpected"], summary["unexpected"]
     assert summary["outcomes"]["ran"] > 0 and summary["outcomes"]["refused"] > 0
 

@@ -74,8 +74,12 @@ class Pipeline:
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.no_padding()
         encodings = self.tokenizer.encode_batch(texts)
+        return encodings, self._arrays(encodings)
+
+    def _arrays(self, encodings: list[Any]) -> dict[str, np.ndarray]:
+        """The engine's inputs for encodings of any lengths: right-padded with the pad id, masked."""
         seq = max(len(e.ids) for e in encodings)
-        ids = np.full((len(texts), seq), self.pad_id, dtype=np.int64)
+        ids = np.full((len(encodings), seq), self.pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
         for i, e in enumerate(encodings):
@@ -83,7 +87,7 @@ class Pipeline:
             ids[i, :n], mask[i, :n] = e.ids, 1
             if self._with_types:
                 types[i, :n] = e.type_ids
-        return encodings, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
     def _run(self, texts: list[str], **kwargs: Any) -> list[Any]:
         encodings, inputs = self._encode(texts)
@@ -207,14 +211,7 @@ class Pipeline:
         min_null_score = 1_000_000.0
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
-            seq = max(len(w.ids) for w in chunk)
-            ids = np.full((len(chunk), seq), self.pad_id, dtype=np.int64)
-            mask, types = np.zeros_like(ids), np.zeros_like(ids)
-            for i, w in enumerate(chunk):
-                ids[i, :len(w.ids)], mask[i, :len(w.ids)] = w.ids, 1
-                if self._with_types:
-                    types[i, :len(w.ids)] = w.type_ids
-            out = self.engine.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+            out = self.engine.run(self._arrays(chunk))
             for i, w in enumerate(chunk):
                 n = len(w.ids)
                 # Wanted: the context's tokens, and [CLS] (token 0), which the softmax includes.

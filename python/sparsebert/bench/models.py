@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..format import PackedModel, read_model
+from ..export.hf_names import LAYER_NAMES
 from ..format.layouts import BLOCK
 
 # name -> config arguments (BertConfig's names; FAMILIES gives the family when not BERT).  "tiny" (and its
@@ -201,7 +202,7 @@ def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, i
     raise ValueError(f"unknown layout {layout!r}")
 
 
-# Canonical encoder tensor -> transformers name, per family ({i}: the layer; linears get .weight / .bias).
+# Canonical embedding tensor -> transformers name (layers: export/hf_names.py).
 _EMBEDDINGS = {
     "embeddings.word_embeddings": "embeddings.word_embeddings.weight",
     "embeddings.position_embeddings": "embeddings.position_embeddings.weight",
@@ -209,21 +210,6 @@ _EMBEDDINGS = {
     "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
     "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
 }
-_LAYER_NAMES = {
-    "bert": {"qkv": ("encoder.layer.{i}.attention.self.query", "encoder.layer.{i}.attention.self.key",
-                     "encoder.layer.{i}.attention.self.value"),
-             "attention.output": "encoder.layer.{i}.attention.output.dense",
-             "attention.layer_norm": "encoder.layer.{i}.attention.output.LayerNorm",
-             "ffn.up": "encoder.layer.{i}.intermediate.dense", "ffn.down": "encoder.layer.{i}.output.dense",
-             "ffn.layer_norm": "encoder.layer.{i}.output.LayerNorm"},
-    "distilbert": {"qkv": ("transformer.layer.{i}.attention.q_lin", "transformer.layer.{i}.attention.k_lin",
-                           "transformer.layer.{i}.attention.v_lin"),
-                   "attention.output": "transformer.layer.{i}.attention.out_lin",
-                   "attention.layer_norm": "transformer.layer.{i}.sa_layer_norm",
-                   "ffn.up": "transformer.layer.{i}.ffn.lin1", "ffn.down": "transformer.layer.{i}.ffn.lin2",
-                   "ffn.layer_norm": "transformer.layer.{i}.output_layer_norm"},
-}
-_LAYER_NAMES["roberta"] = _LAYER_NAMES["bert"]
 
 
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
@@ -239,7 +225,7 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
     mapping, export/hf_bert.py and hf_distilbert.py)."""
     c = model.config
     family = c["model_type"]
-    names = _LAYER_NAMES[family]
+    names = LAYER_NAMES[family]
     h = c["hidden_size"]
     heads, dh = c["num_attention_heads"], h // c["num_attention_heads"]
     n_layers, inter = c["num_hidden_layers"], c["intermediate_size"]

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import UnsupportedModelError
 from ..format import spec
 from .hf_checkpoint import Checkpoint
+from .hf_names import LAYER_NAMES
 
 
 class Collector:
@@ -75,22 +76,30 @@ def encoder_tensors(ckpt: Checkpoint, config: dict[str, Any]) -> dict[str, Item]
         "embeddings.layer_norm.bias": take.take("embeddings.LayerNorm.bias", (h,)),
     }
     for i in range(config["num_hidden_layers"]):
-        hf, ours = f"encoder.layer.{i}", f"layers.{i}"
-        qkv = [take.linear(f"{hf}.attention.self.{part}", h, h) for part in ("query", "key", "value")]
-        # One [3H, H] matmul instead of three: rows are Q, then K, then V.
-        items[f"{ours}.attention.qkv"] = (
-            (np.concatenate([w for w, _ in qkv]), np.concatenate([b for _, b in qkv]))
-            if all(w is not None and b is not None for w, b in qkv) else None
-        )
-        items[f"{ours}.attention.output"] = take.linear(f"{hf}.attention.output.dense", h, h)
-        items[f"{ours}.attention.layer_norm.weight"] = take.take(f"{hf}.attention.output.LayerNorm.weight", (h,))
-        items[f"{ours}.attention.layer_norm.bias"] = take.take(f"{hf}.attention.output.LayerNorm.bias", (h,))
-        items[f"{ours}.ffn.up"] = take.linear(f"{hf}.intermediate.dense", n_inter, h)
-        items[f"{ours}.ffn.down"] = take.linear(f"{hf}.output.dense", h, n_inter)
-        items[f"{ours}.ffn.layer_norm.weight"] = take.take(f"{hf}.output.LayerNorm.weight", (h,))
-        items[f"{ours}.ffn.layer_norm.bias"] = take.take(f"{hf}.output.LayerNorm.bias", (h,))
+        items.update(layer_tensors(take, ckpt.family, i, h, n_inter))
     items.update(head_tensors(take, config, h))
     take.raise_if_any()
+    return items
+
+
+def layer_tensors(take: Collector, family: str, i: int, h: int, n_inter: int) -> dict[str, Item]:
+    """Layer i's canonical tensors, read under the family's names (hf_names.py)."""
+    names = {key: tuple(n.format(i=i) for n in v) if isinstance(v, tuple) else v.format(i=i)
+             for key, v in LAYER_NAMES[family].items()}
+    ours = f"layers.{i}"
+    qkv = [take.linear(part, h, h) for part in names["qkv"]]
+    items: dict[str, Item] = {
+        # One [3H, H] matmul instead of three: rows are Q, then K, then V.
+        f"{ours}.attention.qkv": (np.concatenate([w for w, _ in qkv]), np.concatenate([b for _, b in qkv]))
+        if all(w is not None and b is not None for w, b in qkv) else None,
+        f"{ours}.attention.output": take.linear(names["attention.output"], h, h),
+        f"{ours}.attention.layer_norm.weight": take.take(f"{names['attention.layer_norm']}.weight", (h,)),
+        f"{ours}.attention.layer_norm.bias": take.take(f"{names['attention.layer_norm']}.bias", (h,)),
+        f"{ours}.ffn.up": take.linear(names["ffn.up"], n_inter, h),
+        f"{ours}.ffn.down": take.linear(names["ffn.down"], h, n_inter),
+        f"{ours}.ffn.layer_norm.weight": take.take(f"{names['ffn.layer_norm']}.weight", (h,)),
+        f"{ours}.ffn.layer_norm.bias": take.take(f"{names['ffn.layer_norm']}.bias", (h,)),
+    }
     return items
 
 

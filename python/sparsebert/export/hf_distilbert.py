@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..format import spec
-from .hf_bert import Collector, Item
+from .hf_bert import Collector, Item, layer_tensors
 from .hf_checkpoint import Checkpoint
 
 
@@ -30,19 +30,7 @@ def encoder_tensors(ckpt: Checkpoint, config: dict[str, Any]) -> dict[str, Item]
         "embeddings.layer_norm.bias": take.take("embeddings.LayerNorm.bias", (h,)),
     }
     for i in range(config["num_hidden_layers"]):
-        hf, ours = f"transformer.layer.{i}", f"layers.{i}"
-        qkv = [take.linear(f"{hf}.attention.{part}", h, h) for part in ("q_lin", "k_lin", "v_lin")]
-        items[f"{ours}.attention.qkv"] = (
-            (np.concatenate([w for w, _ in qkv]), np.concatenate([b for _, b in qkv]))
-            if all(w is not None and b is not None for w, b in qkv) else None
-        )
-        items[f"{ours}.attention.output"] = take.linear(f"{hf}.attention.out_lin", h, h)
-        items[f"{ours}.attention.layer_norm.weight"] = take.take(f"{hf}.sa_layer_norm.weight", (h,))
-        items[f"{ours}.attention.layer_norm.bias"] = take.take(f"{hf}.sa_layer_norm.bias", (h,))
-        items[f"{ours}.ffn.up"] = take.linear(f"{hf}.ffn.lin1", n_inter, h)
-        items[f"{ours}.ffn.down"] = take.linear(f"{hf}.ffn.lin2", h, n_inter)
-        items[f"{ours}.ffn.layer_norm.weight"] = take.take(f"{hf}.output_layer_norm.weight", (h,))
-        items[f"{ours}.ffn.layer_norm.bias"] = take.take(f"{hf}.output_layer_norm.bias", (h,))
+        items.update(layer_tensors(take, "distilbert", i, h, n_inter))
     labels = config["num_labels"]
     if config["head"] == "sequence_classification":
         items["pooler"] = take.linear("pre_classifier", h, h, encoder=False)
