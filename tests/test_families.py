@@ -188,3 +188,19 @@ def test_architecture_must_match_model_type(tmp_path):
     (ckpt / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UnsupportedModelError, match="does not match model_type"):
         sparsebert.export(ckpt, tmp_path / "x.sbert", verbose=False)
+
+
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForQuestionAnswering", "ForTokenClassification"])
+def test_real_minilm_weights_with_each_head(head, minilm_dir, minilm_batch, tmp_path):
+    # The real all-MiniLM-L6-v2 encoder, 90%-pruned, under each task head (heads freshly initialised).
+    from sparsebert.pruning import prune_bert_
+
+    torch.manual_seed(0)
+    model = getattr(transformers, f"Bert{head}").from_pretrained(
+        str(minilm_dir), attn_implementation="eager", num_labels=2 if head == "ForQuestionAnswering" else 3)
+    model = prune_bert_(model.float().eval(), 0.9)
+    path = tmp_path / "m.sbert"
+    sparsebert.export(model, path, verbose=False)
+    inputs = {k: v for k, v in minilm_batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    assert_family_matches(SparseEngine.load(path).run(inputs), torch_reference(model, inputs),
+                          inputs["attention_mask"], f"MiniLM {head}")
