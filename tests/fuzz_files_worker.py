@@ -13,6 +13,7 @@ import random
 import struct
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 
@@ -21,33 +22,47 @@ from sparsebert.errors import SparseBertError
 from sparsebert.format import read_model
 
 PREAMBLE = struct.Struct("<8sIIQ")
+HEADER_AT = 32  # format version 2: the preamble, then header_crc32 and a reserved word
+# Every byte of a file is covered by a check (magic, versions, header CRC, zero padding, tensor CRCs, file
+# length), so these mutants must all be refused; the others may make a valid file of another model.
+MUST_REFUSE = ("truncate", "bitflip", "header_length", "header_byte", "append")
 
 
 def tensor_spans(data: bytes) -> list[tuple[str, int, int]]:
     """(name, absolute offset, nbytes) of every tensor of the original file."""
-    _, _, _, n = PREAMBLE.unpack_from(data)
-    header = json.loads(data[PREAMBLE.size:PREAMBLE.size + n])
-    start = -(-(PREAMBLE.size + n) // 64) * 64
+    _, fv, _, n = PREAMBLE.unpack_from(data)
+    assert fv == 2, f"the fuzzer knows format version 2, the file has {fv}"
+    header = json.loads(data[HEADER_AT:HEADER_AT + n])
+    start = -(-(HEADER_AT + n) // 64) * 64
     return [(name, start + e["offset"], e["nbytes"]) for name, e in header["tensors"].items()]
+
+
+def fix_header_crc(out: bytearray) -> bytearray:
+    n = PREAMBLE.unpack_from(out)[3]
+    struct.pack_into("<I", out, PREAMBLE.size, zlib.crc32(bytes(out[:PREAMBLE.size]) + bytes(out[HEADER_AT:HEADER_AT + n])) & 0xFFFFFFFF)
+    return out
 
 
 def mutate(data: bytes, rng: random.Random, spans: list[tuple[str, int, int]]) -> tuple[str, bytes]:
     out = bytearray(data)
-    kind = rng.choice(["truncate", "bitflip", "header_length", "header_byte", "index", "pointer", "append"])
+    kind = rng.choice(["truncate", "bitflip", "header_length", "header_byte", "header_byte_crc", "index", "pointer",
+                       "append"])
     if kind == "truncate":
         return kind, bytes(out[:rng.randrange(len(out))])
     if kind == "bitflip":
-        for _ in range(rng.randint(1, 8)):
-            i = rng.randrange(len(out))
+        for i in rng.sample(range(len(out)), rng.randint(1, 8)):  # distinct bytes, so no flip undoes another
             out[i] ^= 1 << rng.randrange(8)
     elif kind == "header_length":  # a grown or shrunk header length field
         magic, fv, lr, n = PREAMBLE.unpack_from(out)
         n = max(0, n + rng.choice([-1, 1]) * rng.randint(1, 4096)) if rng.random() < 0.9 else rng.getrandbits(63)
         PREAMBLE.pack_into(out, 0, magic, fv, lr, n)
-    elif kind == "header_byte":
+    elif kind in ("header_byte", "header_byte_crc"):
+        # header_byte_crc recomputes the header CRC, so the JSON parser and the header checks must refuse it.
         _, _, _, n = PREAMBLE.unpack_from(out)
-        i = PREAMBLE.size + rng.randrange(n)
-        out[i] = rng.choice(b'{}[]":,0123456789-e.tfn \x00\xff')
+        i = HEADER_AT + rng.randrange(n)
+        out[i] = rng.choice([b for b in b'{}[]":,0123456789-e.tfn \x00\xff' if b != out[i]])
+        if kind == "header_byte_crc":
+            out = fix_header_crc(out)
     elif kind in ("index", "pointer"):
         # Out-of-range or non-monotone indices and row pointers, written with a valid CRC so that only the
         # structural checks stand between them and a kernel.
@@ -68,16 +83,15 @@ def mutate(data: bytes, rng: random.Random, spans: list[tuple[str, int, int]]) -
 
 
 def fix_crc(out: bytearray, name: str, offset: int, nbytes: int) -> bytearray:
-    import zlib
-
-    _, fv, lr, n = PREAMBLE.unpack_from(out)
-    header = json.loads(out[PREAMBLE.size:PREAMBLE.size + n])
+    """Recompute one tensor's CRC in the header, then the header's own CRC."""
+    n = PREAMBLE.unpack_from(out)[3]
+    header = json.loads(out[HEADER_AT:HEADER_AT + n])
     header["tensors"][name]["crc32"] = zlib.crc32(bytes(out[offset:offset + nbytes])) & 0xFFFFFFFF
     text = json.dumps(header, separators=(",", ":")).encode()
     if len(text) > n:
         return out
-    out[PREAMBLE.size:PREAMBLE.size + n] = text + b" " * (n - len(text))
-    return out
+    out[HEADER_AT:HEADER_AT + n] = text + b" " * (n - len(text))
+    return fix_header_crc(out)
 
 
 def main() -> None:
@@ -102,10 +116,11 @@ def main() -> None:
                 out = SparseEngine.load(target, num_threads=1).run({"input_ids": ids})
                 same = all(np.array_equal(out[k], reference[k]) for k in reference)
                 outcome = "loaded" if same else "loaded, different"
-                # Rewritten indices or pointers with a recomputed CRC can make a valid file of another matrix,
-                # and the JSON header carries no checksum (a flipped digit of layer_norm_eps is still a valid
-                # eps); any other mutant that loads must compute exactly what the original does.
-                if not same and kind not in ("index", "pointer", "header_byte", "bitflip"):
+                if kind in MUST_REFUSE:
+                    unexpected.append(f"case {case} ({kind}): loaded a corrupt file")
+                # Rewritten indices, pointers or header bytes behind recomputed CRCs can make a valid file of
+                # another model (say another layer_norm_eps); nothing else may change what the model computes.
+                elif not same and kind not in ("index", "pointer", "header_byte_crc"):
                     unexpected.append(f"case {case} ({kind}): loaded and computed something else")
                 if not all(np.isfinite(v).all() or not np.isfinite(reference[k]).all() for k, v in out.items()):
                     unexpected.append(f"case {case} ({kind}): non-finite outputs")

@@ -76,7 +76,7 @@ def test_export_and_info(checkpoint, tmp_path):
     info = run_cli("info", out)
     assert info.returncode == 0, info.stderr
     assert table_layouts(info.stdout) == expected_table(expected), info.stdout
-    assert "format_version 1" in info.stdout.replace("=", " ").replace(":", " ")
+    assert "format_version 2" in info.stdout.replace("=", " ").replace(":", " ")
     assert "sequence_classification" in info.stdout
 
     # The exported file works.

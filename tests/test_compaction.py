@@ -123,20 +123,23 @@ def test_no_compaction_leaves_the_config_alone(tmp_path):
 def test_engine_refuses_counts_that_disagree_with_the_tensors(tmp_path):
     import json
     import struct
+    import zlib
 
     path = tmp_path / "m.sbert"
     sparsebert.export(structured_model(), path, verbose=False)
     data = bytearray(path.read_bytes())
     n = struct.unpack_from("<Q", data, 16)[0]
-    header = json.loads(data[24:24 + n])
+    header = json.loads(data[32:32 + n])  # format version 2: the header follows its CRC and a reserved word
     header["config"]["layer_heads"] = [3, 1, 4]  # the stored qkv of layer 0 holds 2 heads
     text = json.dumps(header, separators=(",", ":")).encode()
     assert len(text) <= n
-    data[24:24 + n] = text + b" " * (n - len(text))
+    data[32:32 + n] = text + b" " * (n - len(text))
+    struct.pack_into("<I", data, 24, zlib.crc32(bytes(data[:24]) + bytes(data[32:32 + n])) & 0xFFFFFFFF)
     bad = tmp_path / "bad.sbert"
     bad.write_bytes(bytes(data))
-    with pytest.raises(ModelFormatError):
+    with pytest.raises(ModelFormatError, match="qkv.*expected") as info:
         SparseEngine.load(bad)
+    assert "CRC" not in str(info.value)
 
 
 def test_cli_export_no_compact(tmp_path):

@@ -25,18 +25,29 @@ MAGIC = b"SPBERT\x00\x1a"
 # ------------------------------------------------------------------------------------------------------------
 
 
+def header_offset(fv: int) -> int:
+    # Version 1: the header follows the 24-byte preamble; version 2 puts header_crc32 and a reserved word first.
+    return 24 if fv == 1 else 32
+
+
 def parse(data: bytes):
     assert data[:8] == MAGIC
     fv, lr, hn = struct.unpack_from("<IIQ", data, 8)
-    header = json.loads(data[24 : 24 + hn].decode("utf-8"))
-    data_start = -(-(24 + hn) // 64) * 64
+    ho = header_offset(fv)
+    header = json.loads(data[ho : ho + hn].decode("utf-8"))
+    data_start = -(-(ho + hn) // 64) * 64
     return fv, lr, hn, header, data_start
 
 
-def build(fv: int, lr: int, header, payload: bytes, pad_byte=b"\0") -> bytes:
+def build(fv: int, lr: int, header, payload: bytes, pad_byte=b"\0", crc=None, reserved=0) -> bytes:
+    """A file from its parts; for version 2 the header CRC is computed unless `crc` is given."""
     hb = json.dumps(header).encode("utf-8") if not isinstance(header, bytes) else header
-    pad = -(24 + len(hb)) % 64
-    return MAGIC + struct.pack("<IIQ", fv, lr, len(hb)) + hb + pad_byte * pad + payload
+    preamble = MAGIC + struct.pack("<IIQ", fv, lr, len(hb))
+    if fv != 1:
+        crc = zlib.crc32(preamble + hb) & 0xFFFFFFFF if crc is None else crc
+        preamble += struct.pack("<II", crc, reserved)
+    pad = -(len(preamble) + len(hb)) % 64
+    return preamble + hb + pad_byte * pad + payload
 
 
 def split(data: bytes):
@@ -75,11 +86,13 @@ def test_error_classes():
 
 def test_file_matches_the_spec(good):
     fv, lr, hn, header, data_start = parse(good)
-    assert fv == 1
+    assert fv == 2
     assert lr >= 1
+    (crc, reserved) = struct.unpack_from("<II", good, 24)
+    assert crc == zlib.crc32(good[:24] + good[32 : 32 + hn]) & 0xFFFFFFFF and reserved == 0
     assert set(header) >= {"config", "tensors", "linears", "data_nbytes", "producer"}
     assert data_start + header["data_nbytes"] == len(good)
-    assert good[24 + hn : data_start] == b"\0" * (data_start - 24 - hn)
+    assert good[32 + hn : data_start] == b"\0" * (data_start - 32 - hn)
     spans = []
     for name, t in header["tensors"].items():
         assert t["offset"] % 64 == 0, name
@@ -102,7 +115,7 @@ def test_round_trip(small_model):
 
     packed = read_model(small_model.path)
     model = small_model.model
-    assert packed.format_version == 1
+    assert packed.format_version == 2
     cfg = packed.config
     mc = model.config
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
@@ -173,7 +186,7 @@ def test_truncated(tmp_path, good):
     _, _, hn, header, data_start = parse(good)
     first = min(t["offset"] for t in header["tensors"].values())
     cuts = sorted(
-        {0, 1, 7, 8, 12, 16, 23, 24, 24 + hn // 2, 24 + hn - 1, 24 + hn, data_start, data_start + first + 1,
+        {0, 1, 7, 8, 12, 16, 23, 24, 28, 31, 32, 32 + hn // 2, 32 + hn - 1, 32 + hn, data_start, data_start + first + 1,
          data_start + header["data_nbytes"] // 2, len(good) - 64, len(good) - 1}
     )
     for cut in cuts:
@@ -219,7 +232,7 @@ def test_zero_version(tmp_path, good, offset):
 def test_header_length_beyond_file(tmp_path, good, delta):
     _, _, hn, _, _ = parse(good)
     value = {
-        "len": len(good) - 24 + 1,
+        "len": len(good) - 32 + 1,
         "len+1": len(good),
         "2**63": 2**63,
         "2**64-1": 2**64 - 1,
@@ -231,16 +244,54 @@ def test_header_length_beyond_file(tmp_path, good, delta):
 
 
 def test_corrupted_json(tmp_path, good):
-    _, _, hn, _, _ = parse(good)
-    mid = 24 + hn // 2
+    # The CRC is recomputed over each corrupted header, so the JSON parser is what must refuse it.
+    fv, lr, header, payload = split(good)
+    text = json.dumps(header).encode("utf-8")
+    mid = len(text) // 2
     for patch in (b"\xff\xfe", b'"', b"}", b"\x00"):
-        at = mid if good[mid : mid + len(patch)] != patch else mid + 1  # the patch must change a byte
-        data = bytearray(good)
-        data[at : at + len(patch)] = patch
-        assert_rejected(tmp_path, bytes(data))
+        at = mid if text[mid : mid + len(patch)] != patch else mid + 1  # the patch must change a byte
+        bad = text[:at] + patch + text[at + len(patch) :]
+        msg = assert_rejected(tmp_path, build(fv, lr, bad, payload))
+        assert "crc" not in msg.lower(), msg
+    assert_rejected(tmp_path, build(fv, lr, b"[" + text[1:], payload))
+
+
+def test_header_crc_catches_a_flipped_digit(tmp_path, good):
+    # A digit changed inside the JSON still parses as a valid (different) model: only the CRC can tell.
+    fv, lr, hn, header, _ = parse(good)
+    text = good[32 : 32 + hn]
+    at = text.index(b'"layer_norm_eps":') + len(b'"layer_norm_eps":')
+    digit = next(i for i in range(at, len(text)) if text[i : i + 1].isdigit() and text[i : i + 1] != b"0")
     data = bytearray(good)
-    data[24] = ord("[")
+    data[32 + digit] = ord("7") if text[digit : digit + 1] != b"7" else ord("3")
+    json.loads(bytes(data[32 : 32 + hn]))  # still valid JSON
+    assert_rejected(tmp_path, bytes(data), match="header fails its CRC")
+
+
+@pytest.mark.parametrize("offset", [8, 12, 16, 24, 27])
+def test_header_crc_covers_the_preamble(tmp_path, good, offset):
+    # Versions and length are covered as well as the CRC word itself; each low-bit flip is refused.
+    data = bytearray(good)
+    data[offset] ^= 0x01
     assert_rejected(tmp_path, bytes(data))
+
+
+def test_reserved_preamble_word_must_be_zero(tmp_path, good):
+    fv, lr, header, payload = split(good)
+    assert_rejected(tmp_path, build(fv, lr, header, payload, reserved=1), match="reserved")
+
+
+def test_version_1_file_still_loads(tmp_path, good, small_model):
+    # Files written before the header checksum (format version 1: header at offset 24) load and run the same.
+    fv, lr, header, payload = split(good)
+    path = tmp_path / "v1.sbert"
+    path.write_bytes(build(1, lr, header, payload))
+    assert read_model(path).format_version == 1
+    inputs = {"input_ids": np.array([[5, 9, 11, 2]], np.int64)}
+    expected = SparseEngine.load(small_model.path).run(inputs)
+    out = SparseEngine.load(path).run(inputs)
+    for key in expected:
+        np.testing.assert_array_equal(out[key], expected[key])
 
 
 def _rebuilt(good, mutate):
@@ -313,9 +364,18 @@ def test_inconsistent_header(tmp_path, good, case):
 def test_non_zero_header_padding(tmp_path, good):
     fv, lr, header, payload = split(good)
     hb = json.dumps(header).encode()
-    if (24 + len(hb)) % 64 == 0:
+    if (32 + len(hb)) % 64 == 0:
         hb += b" "
     assert_rejected(tmp_path, build(fv, lr, hb, payload, pad_byte=b"x"))
+
+
+def test_non_zero_padding_between_tensors(tmp_path, good):
+    _, _, _, header, data_start = parse(good)
+    spans = sorted((t["offset"], t["offset"] + t["nbytes"]) for t in header["tensors"].values())
+    gap = next(end for (_, end), (nxt, _) in zip(spans, spans[1:]) if nxt > end)
+    data = bytearray(good)
+    data[data_start + gap] = 1
+    assert_rejected(tmp_path, bytes(data), match="padding")
 
 
 @pytest.mark.parametrize("which", ["first", "middle", "last"])
@@ -490,6 +550,65 @@ def test_failed_export_during_write(tmp_path, monkeypatch):
         sparsebert.export(model, dest, verbose=False)
     monkeypatch.undo()
     _assert_untouched(out_dir, dest)
+
+
+def test_interrupted_export_leaves_destination_and_no_temp_file(tmp_path, monkeypatch):
+    # Ctrl-C while the temporary file is being written: the KeyboardInterrupt propagates, the destination is
+    # as it was and the partial temporary file is removed.
+    out_dir, dest = _prepare_destination(tmp_path)
+    model = make_model("base", num_hidden_layers=1)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        sparsebert.export(model, dest, verbose=False)
+    monkeypatch.undo()
+    _assert_untouched(out_dir, dest)
+
+
+KILLED_EXPORT = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import sparsebert
+from conftest import make_model
+
+def stall(fd):  # the temporary file is complete but not yet renamed: say so, then wait for SIGKILL
+    open({marker!r}, "w").close()
+    time.sleep(600)
+
+os.fsync = stall
+sparsebert.export(make_model("base", num_hidden_layers=2), {dest!r}, verbose=False)
+"""
+
+
+def test_killed_export_leaves_destination_untouched(tmp_path):
+    # SIGKILL (or a power cut) cannot be cleaned up after: the destination must still hold its old contents, and
+    # the only trace is a hidden ".model.sbert.<random>.tmp" next to it.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out_dir, dest = _prepare_destination(tmp_path)
+    marker = tmp_path / "stalled"
+    script = KILLED_EXPORT.format(tests=os.path.dirname(__file__), marker=str(marker), dest=str(dest))
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the export never reached its final fsync"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert dest.read_bytes() == SENTINEL
+    leftovers = sorted(p.name for p in out_dir.iterdir() if p.name != "model.sbert")
+    assert len(leftovers) == 1 and re.fullmatch(r"\.model\.sbert\.[0-9a-f]{12}\.tmp", leftovers[0]), leftovers
 
 
 def test_export_replaces_existing_file(tmp_path, small_model):

@@ -16,7 +16,12 @@ torch = pytest.importorskip("torch")
 import sparsebert  # noqa: E402
 from sparsebert import SparseEngine  # noqa: E402
 
-from conftest import apply_plan_, make_model, random_inputs  # noqa: E402
+from sparsebert._native import load_core  # noqa: E402
+
+from conftest import assert_close, assert_close_unpadded, apply_plan_, make_model, random_inputs  # noqa: E402
+
+# The AddressSanitizer build's shadow memory and allocator quarantine make RSS say nothing about the engine.
+not_under_asan = pytest.mark.skipif(load_core().SANITIZED, reason="RSS is the sanitizer's under ASan")
 
 
 def rss_bytes() -> int:
@@ -153,6 +158,7 @@ def test_no_deadlock_next_to_torch_and_onnxruntime_pools(packed):
     assert not errors
 
 
+@not_under_asan
 def test_resident_memory_is_flat_over_10000_runs(packed):
     engine = SparseEngine.load(packed, num_threads=2)
     inputs = random_inputs(97, [17, 5], seed=5)
@@ -165,6 +171,7 @@ def test_resident_memory_is_flat_over_10000_runs(packed):
     assert growth < 0.01 * before, f"RSS grew by {growth} bytes from {before}"
 
 
+@not_under_asan
 def test_loaded_model_costs_about_its_packed_size(tmp_path):
     model = make_model("base", seed=23, num_hidden_layers=6, hidden_size=384, num_attention_heads=6,
                        intermediate_size=1536, vocab_size=8000, max_position_embeddings=256)
@@ -179,3 +186,96 @@ def test_loaded_model_costs_about_its_packed_size(tmp_path):
     # Packed arrays are re-laid out for the kernels (paired rows, padding) but not duplicated: well under 2x.
     assert loaded < 2.0 * size, (loaded, size)
     assert engine.run(random_inputs(8000, [8], seed=1))["last_hidden_state"].shape == (1, 8, 384)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Determinism
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_packed(tmp_path_factory):
+    # Block4, unstructured and dense layers in one model, so every kernel family is in the run.
+    model = make_model("sequence_classification", seed=31, num_hidden_layers=3)
+    apply_plan_(model, "mixed")
+    path = tmp_path_factory.mktemp("determinism") / "m.sbert"
+    sparsebert.export(model, path, verbose=False, compact=False)
+    return path
+
+
+def test_outputs_are_bitwise_repeatable_per_thread_count_and_agree_across_counts(mixed_packed):
+    inputs = random_inputs(97, [37, 5, 64, 1], seed=8)
+    by_threads = {}
+    for num_threads in (1, 2, 3, 4, 8):
+        engine = SparseEngine.load(mixed_packed, num_threads=num_threads)
+        first = engine.run(inputs)
+        for repeat in range(4):
+            if repeat == 2:
+                engine.run(random_inputs(97, [80, 3], seed=repeat))  # other shapes in between leave nothing behind
+            again = engine.run(inputs)
+            for key in first:
+                assert np.array_equal(again[key], first[key]), f"{num_threads} threads, run {repeat}: {key} differs"
+        by_threads[num_threads] = first
+    # Across thread counts only the parity tolerance is promised (a tile's thread may change its summation order).
+    for num_threads, out in by_threads.items():
+        for key, value in out.items():
+            what = f"{num_threads} vs 1 threads/{key}"
+            if key == "last_hidden_state":
+                assert_close_unpadded(value, by_threads[1][key], inputs["attention_mask"], what=what)
+            else:
+                assert_close(value, by_threads[1][key], what=what)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Failed loads leave nothing behind
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps") as f:
+        return str(path) in f.read()
+
+
+def _corrupt_variants(good: bytes) -> dict[str, bytes]:
+    last_tensor_byte = len(good) - 1
+    flipped = bytearray(good)
+    flipped[last_tensor_byte] ^= 0xFF
+    return {"truncated": good[: len(good) // 2], "flipped data byte": bytes(flipped), "trailing byte": good + b"\0"}
+
+
+def test_failed_loads_leave_no_mapping_descriptor_or_thread(tmp_path, packed):
+    import gc
+
+    good = packed.read_bytes()
+    for name, data in _corrupt_variants(good).items():
+        path = tmp_path / f"{name.replace(' ', '_')}.sbert"
+        path.write_bytes(data)
+        SparseEngine.load(packed, num_threads=4).run(random_inputs(97, [3]))  # warm: lazily made things exist
+        gc.collect()
+        fds, threads = _open_fds(), _threads()
+        for _ in range(50):
+            with pytest.raises(sparsebert.ModelFormatError):
+                SparseEngine.load(path, num_threads=4)
+        gc.collect()
+        assert _open_fds() == fds, f"{name}: file descriptors leaked by failed loads"
+        assert _threads() == threads, f"{name}: worker threads left running by failed loads"
+        assert not _mapped(path), f"{name}: the refused file is still mapped"
+        path.unlink()  # and it can be replaced or removed at once
+
+
+def test_a_half_built_engine_cannot_be_made_or_used(packed):
+    # The only way to an engine is load(), which returns a complete one or raises; direct construction is refused
+    # with a message that says what to do.
+    with pytest.raises(TypeError, match="SparseEngine.load"):
+        SparseEngine(None, None)
+    engine = SparseEngine.load(packed, num_threads=1)
+    with pytest.raises(TypeError, match="SparseEngine.load"):
+        SparseEngine(engine._encoder, None)

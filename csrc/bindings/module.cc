@@ -24,6 +24,13 @@ void register_system(py::module_& m) {
     return d;
   });
   m.attr("TILE_TOKENS") = kTileTokens;
+  // True in the AddressSanitizer build (CMake SPARSEBERT_SANITIZE, .ci/sanitizers): tests that measure
+  // memory skip there, since the sanitizer's shadow memory and quarantine are not the engine's.
+#if defined(__SANITIZE_ADDRESS__)
+  m.attr("SANITIZED") = true;
+#else
+  m.attr("SANITIZED") = false;
+#endif
   m.def(
       "fma_peak_gflops",
       [](const py::object& isa, double seconds) {

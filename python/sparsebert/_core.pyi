@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 TILE_TOKENS: int
+SANITIZED: bool  # built with AddressSanitizer + UndefinedBehaviorSanitizer
 
 def available_isas() -> list[str]: ...
 def default_isa() -> str: ...

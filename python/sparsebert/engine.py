@@ -82,7 +82,10 @@ class SparseEngine:
     """A loaded sparse BERT encoder.  Build with ``SparseEngine.load(path)``."""
 
     def __init__(self, encoder: Any, model: PackedModel):
-        # Private: use load().  Keeps only metadata, not the mapped file.
+        # Private: use load(), which returns a complete engine or raises, so no half-built engine can exist.
+        # Keeps only metadata, not the mapped file.
+        if not isinstance(encoder, _core.Encoder) or not isinstance(model, PackedModel):
+            raise TypeError("SparseEngine objects are made by SparseEngine.load(path)")
         self._encoder = encoder
         self._path = model.path
         self._config = dict(model.config)
@@ -236,7 +239,8 @@ def _check_range(name: str, array: np.ndarray, low: int, high: int) -> None:
 
 
 def _to_int32(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.int32 and array.flags.c_contiguous and array.flags.writeable:
+    if array.dtype == np.int32 and array.flags.c_contiguous and array.flags.writeable and array.flags.aligned:
         return array
-    # A fresh C-ordered native int32 copy: covers Fortran order, strides, byte order and read-only arrays.
+    # A fresh C-ordered, aligned native int32 copy: covers Fortran order, strides, byte order, read-only and
+    # misaligned arrays.
     return np.array(array, dtype=np.int32, order="C", copy=True)

@@ -66,7 +66,8 @@ def _parse_header(raw: bytes) -> Any:
         raise ModelFormatError(f"header is not valid UTF-8 JSON ({exc})") from None
 
 
-def _check_preamble(mm: mmap.mmap, size: int) -> int:
+def _check_preamble(mm: mmap.mmap, size: int) -> tuple[int, int]:
+    """Check everything before the header; return (format_version, header_nbytes)."""
     magic, format_version, layout_revision, header_nbytes = spec.PREAMBLE.unpack_from(mm, 0)
     if magic != spec.MAGIC:
         raise ModelFormatError(f"not a .sbert file (magic {magic!r}, expected {spec.MAGIC!r})")
@@ -83,9 +84,22 @@ def _check_preamble(mm: mmap.mmap, size: int) -> int:
             )
     if header_nbytes > spec.MAX_HEADER_NBYTES:
         raise ModelFormatError(f"header length {header_nbytes} exceeds the limit of {spec.MAX_HEADER_NBYTES} bytes")
-    if spec.PREAMBLE.size + header_nbytes > size:
+    if spec.header_offset(format_version) + header_nbytes > size:
         raise ModelFormatError(f"header length {header_nbytes} runs past the end of the file ({size} bytes)")
-    return header_nbytes
+    return format_version, header_nbytes
+
+
+def _check_header_crc(mm: mmap.mmap, format_version: int, header: bytes) -> None:
+    if format_version < spec.FIRST_CHECKED_VERSION:
+        return  # version 1 files have no header checksum; their tensors still have theirs
+    stored, reserved = spec.HEADER_CHECK.unpack_from(mm, spec.PREAMBLE.size)
+    computed = spec.header_crc32(mm[: spec.PREAMBLE.size], header)
+    if stored != computed:
+        raise ModelFormatError(
+            f"header fails its CRC check (stored {stored:#010x}, computed {computed:#010x}): the file is corrupt"
+        )
+    if reserved != 0:
+        raise ModelFormatError(f"reserved preamble word is {reserved:#010x}, expected 0")
 
 
 def _open_mapped(path: str) -> tuple[mmap.mmap, int]:
@@ -129,13 +143,16 @@ def _close_quietly(mm: mmap.mmap) -> None:
 
 
 def _decode(mm: mmap.mmap, size: int, path: str, verify_crc: bool) -> PackedModel:
-    header_nbytes = _check_preamble(mm, size)
-    _, format_version, layout_revision, _ = spec.PREAMBLE.unpack_from(mm, 0)
-    header_end = spec.PREAMBLE.size + header_nbytes
-    header = _parse_header(mm[spec.PREAMBLE.size : header_end])
+    format_version, header_nbytes = _check_preamble(mm, size)
+    layout_revision = spec.PREAMBLE.unpack_from(mm, 0)[2]
+    header_begin = spec.header_offset(format_version)
+    header_end = header_begin + header_nbytes
+    raw_header = mm[header_begin:header_end]
+    _check_header_crc(mm, format_version, raw_header)
+    header = _parse_header(raw_header)
     spec.validate_header(header)
 
-    start = spec.data_start(header_nbytes)
+    start = spec.data_start(header_nbytes, format_version)
     expected = start + header["data_nbytes"]
     if size < expected:
         raise ModelFormatError(f"file is truncated: {size} bytes, but its header describes {expected}")
@@ -144,6 +161,7 @@ def _decode(mm: mmap.mmap, size: int, path: str, verify_crc: bool) -> PackedMode
     if mm[header_end:start].strip(b"\0"):
         raise ModelFormatError("non-zero bytes in the padding after the header")
 
+    _check_zero_gaps(mm, start, header["tensors"])
     tensors = {}
     with memoryview(mm) as view:
         for name, entry in header["tensors"].items():
@@ -171,6 +189,16 @@ def _decode(mm: mmap.mmap, size: int, path: str, verify_crc: bool) -> PackedMode
         format_version=format_version,
         layout_revision=layout_revision,
     )
+
+
+def _check_zero_gaps(mm: mmap.mmap, start: int, entries: dict[str, dict[str, Any]]) -> None:
+    # The alignment gaps between tensors are zeros, as the writer leaves them: with the CRCs this makes every
+    # byte of a file checked, so no flipped bit anywhere goes unnoticed.
+    cursor = 0
+    for entry in sorted(entries.values(), key=lambda e: e["offset"]):
+        if entry["offset"] > cursor and mm[start + cursor : start + entry["offset"]].strip(b"\0"):
+            raise ModelFormatError(f"non-zero bytes in the padding at data offset {cursor}")
+        cursor = max(cursor, entry["offset"] + entry["nbytes"])
 
 
 def _view_array(mm: mmap.mmap, begin: int, entry: dict[str, Any]) -> np.ndarray:

@@ -6,9 +6,17 @@
     offset 8   u32 LE   format_version   (container: header + table + data)
     offset 12  u32 LE   layout_revision  (meaning of the packed arrays, see layouts.py)
     offset 16  u64 LE   header_nbytes
-    offset 24           header: UTF-8 JSON, header_nbytes bytes, then zero padding to a multiple of 64
-    data_start          tensor data; each tensor starts at a multiple of 64 from data_start,
-                        file size == data_start + data_nbytes
+    offset 24  u32 LE   header_crc32     CRC-32 of bytes 0-23 followed by the header bytes
+    offset 28  u32 LE   reserved, zero
+    offset 32           header: UTF-8 JSON, header_nbytes bytes, then zero padding to a multiple of 64
+    data_start          tensor data; each tensor starts at a multiple of 64 from data_start, the gaps
+                        between tensors are zeros, file size == data_start + data_nbytes
+
+Format version 1 (files written before the header had a checksum) has no
+``header_crc32`` / reserved words: its header starts at offset 24.  Readers
+accept both; writers write version 2.  Each tensor carries its own CRC-32 in
+the header, so with version 2 every byte of a file but the zero padding is
+covered by a checksum.
 
 The magic ends in ``\\x00\\x1a`` so that text-mode transfers and ``cat`` on a
 terminal visibly break the file instead of silently passing it on.
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +40,11 @@ from ..errors import ModelFormatError
 from . import layouts
 
 MAGIC = b"SPBERT\x00\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LAYOUT_REVISION = 1
 PREAMBLE = struct.Struct("<8sIIQ")  # magic, format_version, layout_revision, header_nbytes
+HEADER_CHECK = struct.Struct("<II")  # header_crc32, reserved (format version >= 2)
+FIRST_CHECKED_VERSION = 2  # the first format version whose header has a CRC
 ALIGNMENT = 64  # one cache line and the widest (AVX-512) vector; mmap keeps it since pages are 4 KiB
 MAX_HEADER_NBYTES = 64 * 1024 * 1024  # far above any real header; bounds what a corrupt length makes us read
 
@@ -83,8 +94,19 @@ def align_up(n: int, alignment: int = ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
 
 
-def data_start(header_nbytes: int) -> int:
-    return align_up(PREAMBLE.size + header_nbytes)
+def header_offset(format_version: int = FORMAT_VERSION) -> int:
+    """Where the JSON header starts in a file of this format version."""
+    return PREAMBLE.size + (HEADER_CHECK.size if format_version >= FIRST_CHECKED_VERSION else 0)
+
+
+def data_start(header_nbytes: int, format_version: int = FORMAT_VERSION) -> int:
+    return align_up(header_offset(format_version) + header_nbytes)
+
+
+def header_crc32(preamble: bytes, header: bytes) -> int:
+    """The checksum stored at offset 24: it covers the preamble (so a flipped version or length is caught
+    too) and the header JSON."""
+    return zlib.crc32(header, zlib.crc32(preamble[: PREAMBLE.size])) & 0xFFFFFFFF
 
 
 def dtype_name(dtype: np.dtype) -> str | None:

@@ -87,8 +87,9 @@ def write_model(
         raise ValueError(f"refusing to write {path}: {exc}") from None
 
     preamble = spec.PREAMBLE.pack(spec.MAGIC, spec.FORMAT_VERSION, spec.LAYOUT_REVISION, len(header_bytes))
-    header_pad = spec.data_start(len(header_bytes)) - spec.PREAMBLE.size - len(header_bytes)
-    _write_atomically(path, preamble + header_bytes + bytes(header_pad), arrays, entries)
+    check = spec.HEADER_CHECK.pack(spec.header_crc32(preamble, header_bytes), 0)
+    header_pad = spec.data_start(len(header_bytes)) - spec.header_offset() - len(header_bytes)
+    _write_atomically(path, preamble + check + header_bytes + bytes(header_pad), arrays, entries)
 
 
 def _write_atomically(path: str, head: bytes, arrays: dict[str, np.ndarray], entries: dict[str, dict]) -> None:
