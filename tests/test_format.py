@@ -182,6 +182,29 @@ def test_rebuilt_file_is_accepted(tmp_path, good):
 # ------------------------------------------------------------------------------------------------------------
 
 
+def test_loader_never_unpickles(tmp_path, small_model, monkeypatch):
+    # A model file is data: loading and running one must work with every unpickling entry point disabled, and a
+    # pickle handed to the loader is refused as a foreign file, never executed.
+    import pickle
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the loader unpickled something")
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.sbert"
+    evil.write_bytes(pickle.dumps(Exploit()))
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, forbidden)
+    monkeypatch.setattr(np, "load", forbidden)
+    SparseEngine.load(small_model.path).run({"input_ids": np.array([[3, 5, 7]])})
+    with pytest.raises(ModelFormatError, match="not a .sbert file"):
+        SparseEngine.load(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_truncated(tmp_path, good):
     _, _, hn, header, data_start = parse(good)
     first = min(t["offset"] for t in header["tensors"].values())
