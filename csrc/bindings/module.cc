@@ -23,6 +23,13 @@ void register_system(py::module_& m) {
     d["flags"] = f.flags();
     return d;
   });
+  m.def(
+      "int8_isa", [](const py::object& isa) {
+        return std::string(kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>()).int8_isa);
+      },
+      py::arg("isa") = py::none(),
+      "The instructions the int8 kernel of an ISA path uses: avx512_vnni, avx2 (an AVX-512 CPU without VNNI "
+      "too) or scalar.");
   m.attr("TILE_TOKENS") = kTileTokens;
   // True in the AddressSanitizer build (CMake SPARSEBERT_SANITIZE, .ci/sanitizers): tests that measure
   // memory skip there, since the sanitizer's shadow memory and quarantine are not the engine's.

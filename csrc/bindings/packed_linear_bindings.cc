@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <limits>
+#include <cstring>
 #include <memory>
 
 #include "bindings/bindings.h"
@@ -52,6 +53,40 @@ Activation parse_activation(const std::string& name) {
 }
 
 void register_packed_linear(py::module_& m) {
+  m.def(
+      "quantize_activations",
+      [](const py::handle& x, const py::object& isa) {
+        auto xa = checked_array<float>(x, "x");
+        check_shape(xa, {-1, -1}, "x");
+        const int32_t k = checked_dim(xa.shape(0), "features"), n = checked_dim(xa.shape(1), "tokens");
+        const KernelTable& kernels = kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>());
+        TileMatrix tiles;
+        to_tiles(xa, tiles);
+        const int32_t blocks = (k + 3) / 4;
+        py::array_t<uint8_t> q({static_cast<py::ssize_t>(blocks), static_cast<py::ssize_t>(n), py::ssize_t{4}});
+        py::array_t<float> scale(n);
+        py::array_t<int32_t> zero(n);
+        AlignedBuffer<uint8_t> tile_q;
+        AlignedBuffer<float> tile_scale;
+        AlignedBuffer<int32_t> tile_zero;
+        tile_q.reset(static_cast<std::size_t>(blocks) * kTileTokens * 4);
+        tile_scale.reset(kTileTokens);
+        tile_zero.reset(kTileTokens);
+        for (int32_t t = 0; t < tiles.num_tiles(); ++t) {
+          const int32_t count = tiles.tokens_in_tile(t), t0 = t * kTileTokens;
+          kernels.quantize(k, count, tiles.tile(t), kTileTokens, tile_q.data(), kTileTokens, tile_scale.data(),
+                           tile_zero.data());
+          for (int32_t b = 0; b < blocks; ++b)
+            std::memcpy(q.mutable_data(b, t0, 0), tile_q.data() + (static_cast<int64_t>(b) * kTileTokens) * 4,
+                        static_cast<std::size_t>(count) * 4);
+          std::memcpy(scale.mutable_data(t0), tile_scale.data(), count * sizeof(float));
+          std::memcpy(zero.mutable_data(t0), tile_zero.data(), count * sizeof(int32_t));
+        }
+        return py::make_tuple(q, scale, zero);
+      },
+      py::arg("x"), py::arg("isa") = py::none(),
+      "The int8 kernels' activation quantization of x [features, tokens] float32: (q [ceil(features / 4), "
+      "tokens, 4] uint8, scale [tokens] float32, zero [tokens] int32), x ~= scale * (q - zero).");
   py::class_<PackedLinear, std::shared_ptr<PackedLinear>>(m, "PackedLinear",
                                                           "A packed weight matrix W [rows, cols] and bias.")
       .def_static(
@@ -100,6 +135,28 @@ void register_packed_linear(py::module_& m) {
           },
           py::arg("n_rows"), py::arg("n_cols"), py::arg("block_ptr"), py::arg("block_col"), py::arg("values"),
           py::arg("bias") = py::none())
+      .def_static(
+          "block4_int8",
+          [](int64_t n_rows, int64_t n_cols, const py::handle& block_ptr, const py::handle& block_col,
+             const py::handle& values, const py::handle& scales, const py::object& bias) {
+            const int32_t rows = checked_dim(n_rows, "n_rows"), cols = checked_dim(n_cols, "n_cols");
+            auto ptr = checked_array<int32_t>(block_ptr, "block_ptr");
+            auto idx = checked_array<uint16_t>(block_col, "block_col");
+            auto val = checked_array<int8_t>(values, "block_values");
+            auto sc = checked_array<float>(scales, "scales");
+            check_shape(ptr, {-1}, "block_ptr");
+            check_shape(idx, {-1}, "block_col");
+            check_shape(val, {idx.shape(0), 4}, "block_values");
+            check_shape(sc, {rows}, "scales");
+            py::array_t<float, py::array::c_style> b;
+            const float* bp = optional_bias(bias, rows, b);
+            return PackedLinear::block4_int8(rows, cols, ptr.data(), ptr.shape(0), idx.data(), val.data(),
+                                             idx.shape(0), sc.data(), bp);
+          },
+          py::arg("n_rows"), py::arg("n_cols"), py::arg("block_ptr"), py::arg("block_col"), py::arg("values"),
+          py::arg("scales"), py::arg("bias") = py::none(),
+          "s8 4-block weights (values [blocks, 4] int8) with one scale per row, run on u8 activations quantized "
+          "per token.")
       .def_property_readonly("layout", [](const PackedLinear& p) { return layout_name(p.layout()); })
       .def_property_readonly("rows", &PackedLinear::rows)
       .def_property_readonly("cols", &PackedLinear::cols)

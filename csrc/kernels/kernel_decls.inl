@@ -13,4 +13,9 @@ void layer_norm(int32_t features, int32_t n, const float* x, int64_t ldx, float*
                 const float* gamma, const float* beta, float eps);
 void softmax_cols(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep);
 double fma_peak(int64_t iterations, float* sink);
+void quantize(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, int64_t ldq, float* scale,
+              int32_t* zero);
+void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const uint8_t* xq, int64_t ldq,
+                    const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
+                    const Epilogue& ep);
 KernelTable table();

@@ -67,6 +67,38 @@ using FmaPeakFn = double (*)(int64_t iterations, float* sink);
 using FinishRowsFn = void (*)(const int32_t* rows, int32_t count, float* y, int64_t ldy, int32_t n,
                               const Epilogue& ep);
 
+// ---- int8: u8 activations x s8 weights, 4-blocks along K (one 32-bit word per block and token) ----
+//
+// A quantized activation tile holds token t's features 4kb .. 4kb + 3 as the 4 bytes at xq + (kb * ldq + t) * 4,
+// so one 32-bit lane of a VNNI dot product (vpdpbusd) covers one block of one token. Each token has its own
+// scale and zero point: x ~= scale[t] * (q - zero[t]), q in [0, 255], with 0.0 exactly representable (zero[t]).
+
+// Quantizes features [0, k) of tokens [0, n) of x (rows ldx floats apart) into xq, scale and zero; feature rows
+// k .. round_up(k, 4) - 1 of xq get zero[t] (the value 0.0). lo = min(0, min x), hi = max(0, max x),
+// scale = (hi - lo) / 255 (1 when that is 0), inv = 1 / scale, zero = clamp(nearbyint(-lo * inv), 0, 255),
+// q = clamp(nearbyint(x * inv) + zero, 0, 255), a NaN giving 0; every ISA computes exactly these float32 steps.
+using QuantizeFn = void (*)(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, int64_t ldq,
+                            float* scale, int32_t* zero);
+
+// An int8 4-block weight matrix: row r owns blocks ptr[r] .. ptr[r + 1]; block j covers inputs 4 col[j] ..
+// 4 col[j] + 3 and holds their 4 s8 weights in the bytes of val[j] (byte q for input 4 col[j] + q). Row r's
+// weights are w_scale[r] * the s8 values, and w_sum[r] is the sum of its s8 values (for the zero point).
+struct Int8View {
+  const int32_t* ptr;
+  const uint16_t* col;
+  const int32_t* val;
+  const float* w_scale;
+  const int32_t* w_sum;
+};
+
+// Rows [row_begin, row_end), tokens [0, n): acc = sum_j sum_q s8 * u8 exactly in int32, then
+// y[r][t] = fma(float(acc - zero[t] * w_sum[r]), scale[t] * w_scale[r], bias[r]) (+ residual[r][t] when given).
+// ep.act and ep.accumulate are ignored (an activation is applied afterwards with finish_rows). Every ISA gives
+// bitwise the same y. May compute and store up to round_up(n, 16) tokens.
+using SpmmI8Fn = void (*)(const Int8View& w, int32_t row_begin, int32_t row_end, const uint8_t* xq, int64_t ldq,
+                          const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
+                          const Epilogue& ep);
+
 struct KernelTable {
   const char* isa;
   SpmmFn spmm_csr;
@@ -77,6 +109,9 @@ struct KernelTable {
   LayerNormFn layer_norm;
   SoftmaxColsFn softmax_cols;
   FmaPeakFn fma_peak;
+  QuantizeFn quantize;
+  SpmmI8Fn spmm_block4_i8;
+  const char* int8_isa;  // the instructions spmm_block4_i8 uses: "avx512_vnni", "avx2" or "scalar"
 };
 
 

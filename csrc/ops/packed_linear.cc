@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <numeric>
 #include <stdexcept>
@@ -55,6 +56,7 @@ const char* layout_name(Layout layout) {
     case Layout::kDense: return "dense";
     case Layout::kUnstructured: return "unstructured";
     case Layout::kBlock4: return "block4";
+    case Layout::kBlock4Int8: return "block4_int8";
   }
   return "?";
 }
@@ -97,6 +99,44 @@ std::shared_ptr<PackedLinear> PackedLinear::block4(int32_t rows, int32_t cols, c
   std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kBlock4, rows, cols));
   p->stored_ = 4 * nb;
   p->pack_pairs(block_ptr, block_col, values, 4);
+  p->set_bias(bias);
+  return p;
+}
+
+std::shared_ptr<PackedLinear> PackedLinear::block4_int8(int32_t rows, int32_t cols, const int32_t* block_ptr,
+                                                        int64_t block_ptr_len, const uint16_t* block_col,
+                                                        const int8_t* values, int64_t nb, const float* scales,
+                                                        const float* bias) {
+  check_shape(rows, cols);
+  require(cols <= kInt8MaxCols, "block4_int8 PackedLinear: at most " + std::to_string(kInt8MaxCols) +
+                                    " input columns (int32 sums stay exact), got " + std::to_string(cols));
+  check_compressed("block4_int8 PackedLinear", rows, block_ptr, block_ptr_len, block_col, nb, (cols + 3) / 4);
+  const int32_t tail = cols % 4, last_block = cols / 4;
+  if (tail != 0)
+    for (int64_t j = 0; j < nb; ++j)
+      if (block_col[j] == last_block)
+        for (int32_t q = tail; q < 4; ++q)
+          require(values[4 * j + q] == 0, "block4_int8 PackedLinear: block " + std::to_string(last_block) +
+                                              " has a nonzero weight past the last input column");
+  for (int32_t r = 0; r < rows; ++r)
+    require(scales[r] >= 0.0f && scales[r] < 3.0e38f,
+            "block4_int8 PackedLinear: scale of row " + std::to_string(r) + " is not a finite value >= 0");
+  std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kBlock4Int8, rows, cols));
+  p->stored_ = 4 * nb;
+  p->i8_ptr_.assign(block_ptr, static_cast<std::size_t>(rows) + 1);
+  p->i8_col_.assign(block_col, static_cast<std::size_t>(nb));
+  p->i8_val_.reset(static_cast<std::size_t>(nb));
+  std::memcpy(p->i8_val_.data(), values, static_cast<std::size_t>(nb) * 4);
+  p->w_scale_.assign(scales, static_cast<std::size_t>(rows));
+  p->w_sum_.reset(static_cast<std::size_t>(rows));
+  p->row_ids_.reset(static_cast<std::size_t>(rows));
+  for (int32_t r = 0; r < rows; ++r) {
+    int32_t sum = 0;
+    for (int64_t j = 4 * static_cast<int64_t>(block_ptr[r]); j < 4 * static_cast<int64_t>(block_ptr[r + 1]); ++j)
+      sum += values[j];
+    p->w_sum_.data()[r] = sum;
+    p->row_ids_.data()[r] = r;
+  }
   p->set_bias(bias);
   return p;
 }
@@ -253,7 +293,8 @@ int64_t PackedLinear::nbytes() const {
   return static_cast<int64_t>(bias_.nbytes() + dense_.nbytes() + pair_ptr_.nbytes() + pair_rows_.nbytes() +
                               idx_.nbytes() + values_.nbytes() +
                               (panel_pairs_.size() + group_pairs_.size()) * sizeof(int32_t) +
-                              panel_work_.size() * sizeof(int64_t));
+                              panel_work_.size() * sizeof(int64_t) + i8_ptr_.nbytes() + i8_col_.nbytes() +
+                              i8_val_.nbytes() + w_scale_.nbytes() + w_sum_.nbytes() + row_ids_.nbytes());
 }
 
 std::vector<int32_t> PackedLinear::split_pairs(int chunks) const {
@@ -360,6 +401,7 @@ void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const T
   y.resize(rows_, x.tokens());
   if (residual && (residual->features() != rows_ || residual->tokens() != x.tokens()))
     throw std::invalid_argument("PackedLinear: residual shape does not match the output");
+  if (layout_ == Layout::kBlock4Int8) return forward_int8(kernels, pool, x, y, act, residual);
   const int32_t tiles = x.num_tiles();
   const bool dense = layout_ == Layout::kDense;
   // Static schedule with the same tile -> thread map as every other op (pool.parallel_for_static): a thread

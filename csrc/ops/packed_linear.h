@@ -16,7 +16,7 @@ namespace sparsebert {
 
 class ThreadPool;
 
-enum class Layout { kDense, kUnstructured, kBlock4 };
+enum class Layout { kDense, kUnstructured, kBlock4, kBlock4Int8 };
 const char* layout_name(Layout layout);
 
 class PackedLinear {
@@ -32,6 +32,14 @@ class PackedLinear {
   static std::shared_ptr<PackedLinear> block4(int32_t rows, int32_t cols, const int32_t* block_ptr,
                                               int64_t block_ptr_len, const uint16_t* block_col,
                                               const float* values, int64_t nb, const float* bias);
+  // As block4, with s8 weights (values: nb * 4) and one scale per row: row r's weights are scales[r] * values.
+  // Run with u8 activations quantized per token (kernels.h, "int8"). cols is at most kInt8MaxCols.
+  static std::shared_ptr<PackedLinear> block4_int8(int32_t rows, int32_t cols, const int32_t* block_ptr,
+                                                   int64_t block_ptr_len, const uint16_t* block_col,
+                                                   const int8_t* values, int64_t nb, const float* scales,
+                                                   const float* bias);
+  // Keeps every int32 sum exact: |sum of K products| and |zero point x weight sum| stay below 255 * 128 * K.
+  static constexpr int32_t kInt8MaxCols = 32768;
 
   Layout layout() const { return layout_; }
   int32_t rows() const { return rows_; }
@@ -47,7 +55,7 @@ class PackedLinear {
   // The pieces of a sparse forward over one token tile (n <= kTileTokens tokens, rows kTileTokens floats apart),
   // for ops that interleave two layers (ops/fused_ffn.h). Sparse layouts only.
   static constexpr int32_t kGroupRows = 128;  // rows per row group of a matrix much taller than wide
-  bool sparse() const { return layout_ != Layout::kDense; }
+  bool sparse() const { return layout_ == Layout::kUnstructured || layout_ == Layout::kBlock4; }
   int32_t kblock_cols() const { return kblock_cols_; }
   int32_t kblocks() const { return kblocks_; }
   int32_t group_rows() const { return group_rows_; }
@@ -79,6 +87,11 @@ class PackedLinear {
   void run_group_pairs(const KernelTable& kernels, int32_t q0, int32_t q1, const float* x, float* y_group,
                        int32_t n, const Epilogue& ep) const;
   PairedView kblock_view(int32_t b) const;
+  // The int8 forward (packed_linear_int8.cc): quantize each input tile once, then rows in parallel.
+  void forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
+                    Activation act, const TileMatrix* residual) const;
+  // Row bounds of `chunks` pieces of about equal entries (int8 layout).
+  std::vector<int32_t> split_int8_rows(int chunks) const;
   const float* kblock_input(const float* x, int32_t b) const;  // block b's first input row within a tile
 
   Layout layout_;
@@ -107,6 +120,14 @@ class PackedLinear {
   std::vector<int32_t> panel_pairs_;  // panels + 1: first pair of each panel
   std::vector<int32_t> group_pairs_;  // groups + 1: first pair of each row group
   std::vector<int64_t> panel_work_;   // panels + 1: prefix sums of entries per panel over all K-blocks
+
+  // kBlock4Int8 (kernels.h, Int8View): rows in their own order, blocks as given.
+  AlignedBuffer<int32_t> i8_ptr_;    // rows + 1
+  AlignedBuffer<uint16_t> i8_col_;   // one block index per block
+  AlignedBuffer<int32_t> i8_val_;    // the 4 s8 weights of a block in one word
+  AlignedBuffer<float> w_scale_;     // per row
+  AlignedBuffer<int32_t> w_sum_;     // per row: sum of its s8 weights
+  AlignedBuffer<int32_t> row_ids_;   // 0 .. rows - 1, for finish_rows
 };
 
 }  // namespace sparsebert

@@ -1,0 +1,73 @@
+// The int8 forward of PackedLinear (layout block4_int8): each input tile is quantized once to u8 with a scale
+// and zero point per token (kernels.h, QuantizeFn), then row ranges run the int8 kernel in parallel and
+// dequantize straight into the float output (bias, residual and activation as for the float layouts).
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "encoder/thread_pool.h"
+#include "ops/packed_linear.h"
+
+namespace sparsebert {
+
+std::vector<int32_t> PackedLinear::split_int8_rows(int chunks) const {
+  // Equal work: a row costs its blocks plus a little for its epilogue.
+  std::vector<int32_t> bounds(chunks + 1, rows_);
+  bounds[0] = 0;
+  const int64_t total = static_cast<int64_t>(i8_ptr_.data()[rows_]) + 2 * static_cast<int64_t>(rows_);
+  int32_t r = 0;
+  for (int c = 1; c < chunks; ++c) {
+    const int64_t target = total * c / chunks;
+    while (r < rows_ && static_cast<int64_t>(i8_ptr_.data()[r]) + 2 * static_cast<int64_t>(r) < target) ++r;
+    bounds[c] = r;
+  }
+  return bounds;
+}
+
+void PackedLinear::forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
+                                Activation act, const TileMatrix* residual) const {
+  const int32_t tiles = x.num_tiles();
+  const int64_t blocks = (cols_ + 3) / 4;
+  const int64_t tile_bytes = blocks * kTileTokens * 4;
+  // Per call, not per engine: a PackedLinear is shared and may run in several engines at once.
+  AlignedBuffer<uint8_t> xq;
+  AlignedBuffer<float> x_scale;
+  AlignedBuffer<int32_t> x_zero;
+  xq.reset(static_cast<std::size_t>(tile_bytes * tiles));
+  x_scale.reset(static_cast<std::size_t>(kTileTokens) * tiles);
+  x_zero.reset(static_cast<std::size_t>(kTileTokens) * tiles);
+  pool.parallel_for_static(tiles, [&](int tile, int) {
+    kernels.quantize(cols_, x.tokens_in_tile(tile), x.tile(tile), kTileTokens, xq.data() + tile * tile_bytes,
+                     kTileTokens, x_scale.data() + tile * kTileTokens, x_zero.data() + tile * kTileTokens);
+  });
+  // As in forward(): tiles cut into row pieces so that every thread gets the same share.
+  const int threads = pool.size();
+  const int chunks = std::max(1, std::min(threads / std::gcd(tiles, threads), rows_));
+  const std::vector<int32_t> bounds = split_int8_rows(chunks);
+  const Int8View view{i8_ptr_.data(), i8_col_.data(), i8_val_.data(), w_scale_.data(), w_sum_.data()};
+  const bool has_act = act != Activation::kNone;
+  pool.parallel_for_static(tiles * chunks, [&](int task, int) {
+    const int32_t tile = task / chunks, chunk = task % chunks;
+    const int32_t r0 = bounds[chunk], r1 = bounds[chunk + 1], n = x.tokens_in_tile(tile);
+    if (r0 >= r1) return;
+    Epilogue ep;
+    ep.bias = bias_.data();
+    if (residual && !has_act) {  // an activation comes between the sum and the residual
+      ep.residual = residual->tile(tile);
+      ep.ldr = kTileTokens;
+    }
+    kernels.spmm_block4_i8(view, r0, r1, xq.data() + tile * tile_bytes, kTileTokens,
+                           x_scale.data() + tile * kTileTokens, x_zero.data() + tile * kTileTokens, y.tile(tile),
+                           kTileTokens, n, ep);
+    if (!has_act) return;
+    Epilogue rest;
+    rest.act = act;
+    if (residual) {
+      rest.residual = residual->tile(tile);
+      rest.ldr = kTileTokens;
+    }
+    kernels.finish_rows(row_ids_.data() + r0, r1 - r0, y.tile(tile), kTileTokens, n, rest);
+  });
+}
+
+}  // namespace sparsebert
