@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"with --layout auto, keep layers with sparsity below X dense (default {DENSE_BELOW})")
     p.add_argument("--no-compact", dest="compact", action="store_false",
                    help="keep attention heads and FFN neurons that cannot change the output (default: remove them)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8: encoder layers as int8 4-blocks (one scale per output channel), run with VNNI; the "
+                        "pooler and heads stay fp32")
+    p.add_argument("--calibration", default=None, metavar="TEXTS",
+                   help="with --quantize: a text file, one input per line, on which the int8 model is compared "
+                        "with fp32 (default: random tokens)")
 
     p = commands.add_parser("info", help="describe a .sbert file: versions, config and per-layer table")
     p.add_argument("file", metavar="FILE")
@@ -98,7 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact, verbose=True)
+    if args.calibration is not None and args.quantize is None:
+        raise ValueError("--calibration needs --quantize int8")
+    export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact,
+           quantize=args.quantize, calibration=args.calibration, verbose=True)
     return EXIT_OK
 
 
@@ -125,6 +134,10 @@ def _info(args: argparse.Namespace) -> int:
     compaction = describe_compaction(c)
     if compaction:
         print(compaction)
+    if isinstance(producer.get("calibration"), dict):
+        from .export.exporter import _describe_calibration
+
+        print(_describe_calibration(producer["calibration"]))
     print()
     print(ExportReport.from_linears(model.linears))
     return EXIT_OK

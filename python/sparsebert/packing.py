@@ -89,6 +89,11 @@ def pack_arrays(weight: Any, layout: str) -> dict[str, np.ndarray]:
             f"{layout} layout stores uint16 column indices, so K must be <= {MAX_SPARSE_COLS} "
             f"(got {n_cols}); use the dense layout"
         )
+    if layout == "block4_int8":
+        from .quantization import quantize_weight_int8  # it builds on the block4 packing below
+
+        q = quantize_weight_int8(weight)
+        return {k: q[k] for k in ("block_ptr", "block_col", "block_values", "scales")}
     if layout == "unstructured":
         nonzero = weight != 0
         counts = nonzero.sum(axis=1)
@@ -153,6 +158,10 @@ def to_packed_linear(
     if layout == "unstructured":
         return core.PackedLinear.unstructured(
             n_rows, n_cols, arrays["row_ptr"], arrays["col_idx"], arrays["values"], bias
+        )
+    if layout == "block4_int8":
+        return core.PackedLinear.block4_int8(
+            n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], arrays["scales"], bias
         )
     return core.PackedLinear.block4(
         n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], bias

@@ -20,7 +20,8 @@ MAX_INT8_COLS = 32768  # keeps the kernel's int32 sums exact (PackedLinear::kInt
 def quantize_weight_int8(weight: Any) -> dict[str, Any]:
     """``weight`` (float32 [N, K]) as s8 4-blocks: ``block_ptr``, ``block_col``, ``block_values`` (int8
     [blocks, 4]), ``scales`` (float32 [N], row r's weights ~= scales[r] * block_values), and the report figures
-    ``block_fill`` (nonzero weights / stored weights) and ``max_abs_error`` (largest |w - dequantized w|)."""
+    ``block_fill`` (nonzero weights / stored weights), ``max_abs_error`` (largest |w - dequantized w|) and
+    ``relative_error`` (RMS of w - dequantized w over RMS of w)."""
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {weight.shape}")
@@ -44,4 +45,10 @@ def quantize_weight_int8(weight: Any) -> dict[str, Any]:
         "scales": scales,
         "block_fill": float(np.count_nonzero(weight) / stored) if stored else 1.0,
         "max_abs_error": float(np.abs(dequantized - values).max()) if stored else 0.0,
+        "relative_error": _relative_rms(dequantized - values, values),
     }
+
+
+def _relative_rms(error: np.ndarray, reference: np.ndarray) -> float:
+    norm = float(np.sqrt(np.mean(np.square(reference, dtype=np.float64)))) if reference.size else 0.0
+    return float(np.sqrt(np.mean(np.square(error, dtype=np.float64)))) / norm if norm > 0 else 0.0

@@ -9,11 +9,14 @@ from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
 from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
+from ..quantization import quantize_weight_int8
 from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert
 from .sentence_transformers_config import sentence_config
 from .report import ExportReport, LinearRow
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
+QUANTIZE_CHOICES = (None, "int8")
+INT8_PREFIX = "layers."  # with quantize="int8", the encoder layers' linears are int8; heads and pooler stay fp32
 
 
 def export(
@@ -25,6 +28,8 @@ def export(
     compact: bool = True,
     tokenizer: Any = None,
     config: Any = None,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
 ) -> ExportReport:
     """Export a BERT, RoBERTa or DistilBERT checkpoint (directory or transformers model) to a ``.sbert`` file.
 
@@ -41,9 +46,21 @@ def export(
     (export/onnx_import.py); ``config`` is then its transformers config (a dict or a
     config.json path; default: the config.json beside it), and the packed model is checked
     against ONNX Runtime on the same file (when installed) before it replaces ``out_path``.
+
+    ``quantize="int8"`` stores every encoder-layer linear as int8 4-blocks (layout ``block4_int8``:
+    symmetric, one scale per output channel; unstructured nonzeros are grouped into zero-filled 4-blocks);
+    the pooler and heads stay fp32. The int8 model is then compared with its fp32 twin on calibration inputs
+    (``calibration``: a text file, one input per line, tokenized with the model's tokenizer; default: random
+    tokens) and the agreement is stored in the file and printed (export/calibration.py).
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if calibration is not None and quantize is None:
+        raise ValueError("calibration= is for quantize='int8'")
+    if calibration is not None and not os.path.isfile(calibration):
+        raise FileNotFoundError(f"no such calibration file: {os.fspath(calibration)}")
     if isinstance(dense_below, bool) or not isinstance(dense_below, (int, float)) or not 0 <= dense_below <= 1:
         raise ValueError(f"dense_below must be a number in [0, 1], got {dense_below!r}")
 
@@ -70,32 +87,20 @@ def export(
     config.update(sentence_keys)
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
     items = mapper.encoder_tensors(checkpoint, config)
+    def float_layout(weight) -> str:
+        return choose_layout(analyze(weight), dense_below) if layout == "auto" else layout
+
     if compact:
         def packs_as_block4(weight) -> bool:
-            return (choose_layout(analyze(weight), dense_below) if layout == "auto" else layout) == "block4"
+            # Compaction consults this for encoder-layer projections only, which int8 packs as 4-blocks.
+            return quantize == "int8" or float_layout(weight) in ("block4", "block4_int8")
 
         compaction.compact(items, config, packs_as_block4)
 
-    tensors, rows = {}, []
-    for name, item in items.items():
-        if not isinstance(item, tuple):
-            tensors[name] = item
-            continue
-        weight, bias = item
-        stats = analyze(weight)
-        chosen = choose_layout(stats, dense_below) if layout == "auto" else layout
-        packed = pack_arrays(weight, chosen)
-        tensors.update({f"{name}.{suffix}": array for suffix, array in packed.items()})
-        tensors[f"{name}.bias"] = bias
-        rows.append(LinearRow(
-            name=name,
-            shape=(weight.shape[0], weight.shape[1]),
-            nnz=stats["nnz"],
-            sparsity=stats["sparsity"],
-            block_fill=stats["block_fill"],
-            layout=chosen,
-            bytes=stored_nbytes(packed, bias),
-        ))
+    def chosen_layout(name: str, weight) -> str:
+        return "block4_int8" if quantize == "int8" and name.startswith(INT8_PREFIX) else float_layout(weight)
+
+    tensors, rows = _pack_items(items, chosen_layout)
 
     notes = [n for n in (compaction.describe(config), sentence_note) if n]
     report = ExportReport(rows, notes="\n".join(notes) or None)
@@ -108,6 +113,16 @@ def export(
         "dense_below": dense_below,
         "compact": compact,
     }
+    if quantize == "int8":
+        from .calibration import calibrate
+
+        producer["quantize"] = "int8"
+        twin, twin_rows = _pack_items(items, lambda name, weight: float_layout(weight))
+        twin_meta = {row.name: row.to_meta() for row in twin_rows}
+        result = calibrate(out_path, config, (report.linears_meta(), tensors), (twin_meta, twin), tokenizer_text,
+                           calibration)
+        producer["calibration"] = result
+        report.notes = "\n".join(n for n in (report.notes, _describe_calibration(result)) if n)
     if not is_onnx:
         write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
     else:
@@ -131,6 +146,47 @@ def export(
     if verbose:
         print(report)
     return report
+
+
+def _pack_items(items: dict[str, Any], chosen_layout) -> tuple[dict[str, Any], list[LinearRow]]:
+    """The file's tensors and one report row per linear, each linear packed in ``chosen_layout(name, weight)``."""
+    tensors, rows = {}, []
+    for name, item in items.items():
+        if not isinstance(item, tuple):
+            tensors[name] = item
+            continue
+        weight, bias = item
+        stats = analyze(weight)
+        chosen = chosen_layout(name, weight)
+        weight_error = None
+        if chosen == "block4_int8":
+            q = quantize_weight_int8(weight)
+            packed = {k: q[k] for k in ("block_ptr", "block_col", "block_values", "scales")}
+            block_fill, weight_error = q["block_fill"], q["relative_error"]
+        else:
+            packed = pack_arrays(weight, chosen)
+            block_fill = stats["block_fill"]
+        tensors.update({f"{name}.{suffix}": array for suffix, array in packed.items()})
+        tensors[f"{name}.bias"] = bias
+        rows.append(LinearRow(
+            name=name,
+            shape=(weight.shape[0], weight.shape[1]),
+            nnz=stats["nnz"],
+            sparsity=stats["sparsity"],
+            block_fill=block_fill,
+            layout=chosen,
+            bytes=stored_nbytes(packed, bias),
+            weight_error=weight_error,
+        ))
+    return tensors, rows
+
+
+def _describe_calibration(result: dict[str, Any]) -> str:
+    text = (f"int8 vs fp32 on {result['inputs']}: token cosine min {result['min_token_cosine']:.4f}, "
+            f"mean {result['mean_token_cosine']:.5f}; max |difference| {result['max_abs_diff']:.3g}")
+    if "argmax_agreement" in result:
+        text += f"; argmax agreement {result['argmax_agreement']:.1%}"
+    return text
 
 
 def _tokenizer_text(source: Any, tokenizer: Any) -> str | None:

@@ -20,6 +20,11 @@ class LinearRow:
     block_fill: float
     layout: str
     bytes: int  # packed arrays + bias, as stored
+    weight_error: float | None = None  # int8 layouts: RMS of the quantization error over RMS of the weights
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.layout.endswith("_int8") else "fp32"
 
     @property
     def dense_bytes(self) -> int:
@@ -36,6 +41,7 @@ class LinearRow:
             "sparsity": self.sparsity,
             "block_fill": self.block_fill,
             "bytes": self.bytes,
+            **({"weight_error": self.weight_error} if self.weight_error is not None else {}),
         }
 
     @classmethod
@@ -48,6 +54,7 @@ class LinearRow:
             block_fill=float(meta["block_fill"]),
             layout=str(meta["layout"]),
             bytes=int(meta["bytes"]),
+            weight_error=float(meta["weight_error"]) if "weight_error" in meta else None,
         )
 
 
@@ -96,7 +103,8 @@ class ExportReport:
         return counts
 
     def table(self) -> str:
-        header = ("layer", "shape", "sparsity", "block fill", "layout", "packed", "dense fp32")
+        header = ("layer", "shape", "sparsity", "block fill", "layout", "precision", "weight error", "packed",
+                  "dense fp32")
         body = [
             (
                 r.name,
@@ -104,16 +112,18 @@ class ExportReport:
                 f"{r.sparsity:.1%}",
                 f"{r.block_fill:.2f}",
                 r.layout,
+                r.precision,
+                "" if r.weight_error is None else f"{r.weight_error:.2%}",
                 format_bytes(r.bytes),
                 format_bytes(r.dense_bytes),
             )
             for r in self.rows
         ]
-        total = ("total", f"{len(self.rows)} layers", f"{self.sparsity:.1%}", "", "",
+        total = ("total", f"{len(self.rows)} layers", f"{self.sparsity:.1%}", "", "", "", "",
                  format_bytes(self.packed_bytes), format_bytes(self.dense_bytes))
         widths = [max(len(row[c]) for row in (header, *body, total)) for c in range(len(header))]
         # Text columns left-aligned, numeric columns right-aligned.
-        left = {0, 4}
+        left = {0, 4, 5}
 
         def line(cells: Iterable[str]) -> str:
             parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]

@@ -11,8 +11,12 @@ tensors ``P.bias`` (float32 ``[N]``) plus, by layout::
                   P.block_col     uint16  [nb]        block index kb, covering inputs 4kb .. 4kb+3,
                                                       strictly increasing within a row
                   P.block_values  float32 [nb, 4]     zero where a block runs past K
+    block4_int8   P.block_ptr, P.block_col        as block4
+                  P.block_values  int8    [nb, 4]     s8 weights, zero where a block runs past K
+                  P.scales        float32 [N]         row r's weights are scales[r] * block_values (>= 0)
 
-Indices are uint16 to halve the index stream of the sparse kernels, which is why
+block4_int8 came with layout revision 2; K is at most 32768 for it (the kernels'
+int32 sums stay exact).  Indices are uint16 to halve the index stream of the sparse kernels, which is why
 sparse layouts are limited to K <= 65535.  Files keep plain CSR row order; the
 C++ side may reorder rows for load balance after loading.
 """
@@ -23,16 +27,18 @@ from collections.abc import Mapping
 
 import numpy as np
 
-LAYOUTS = ("dense", "unstructured", "block4")
+LAYOUTS = ("dense", "unstructured", "block4", "block4_int8")
 BLOCK = 4
 MAX_SPARSE_COLS = 65535  # largest K whose indices fit uint16
 MAX_STORED = 2**31 - 1  # pointers are int32
+MAX_INT8_COLS = 32768  # block4_int8: |int32 sums| < 255 * 128 * K stays exact
 
 # suffix -> dtype name, per layout (the bias is common to all layouts)
 LAYOUT_ARRAYS: dict[str, dict[str, str]] = {
     "dense": {"weight": "float32"},
     "unstructured": {"row_ptr": "int32", "col_idx": "uint16", "values": "float32"},
     "block4": {"block_ptr": "int32", "block_col": "uint16", "block_values": "float32"},
+    "block4_int8": {"block_ptr": "int32", "block_col": "uint16", "block_values": "int8", "scales": "float32"},
 }
 BIAS = "bias"
 
@@ -48,8 +54,10 @@ def expected_array_shapes(layout: str, n_rows: int, n_cols: int, stored: int) ->
         shapes = {"weight": (n_rows, n_cols)}
     elif layout == "unstructured":
         shapes = {"row_ptr": (n_rows + 1,), "col_idx": (stored,), "values": (stored,)}
-    elif layout == "block4":
+    elif layout in ("block4", "block4_int8"):
         shapes = {"block_ptr": (n_rows + 1,), "block_col": (stored,), "block_values": (stored, BLOCK)}
+        if layout == "block4_int8":
+            shapes["scales"] = (n_rows,)
     else:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     shapes[BIAS] = (n_rows,)
@@ -58,7 +66,7 @@ def expected_array_shapes(layout: str, n_rows: int, n_cols: int, stored: int) ->
 
 def stored_count_array(layout: str) -> str | None:
     """The array whose length gives the number of stored entries (None for dense)."""
-    return {"dense": None, "unstructured": "col_idx", "block4": "block_col"}[layout]
+    return {"dense": None, "unstructured": "col_idx", "block4": "block_col", "block4_int8": "block_col"}[layout]
 
 
 def check_linear_arrays(layout: str, n_rows: int, n_cols: int, arrays: Mapping[str, np.ndarray]) -> None:
@@ -74,10 +82,16 @@ def check_linear_arrays(layout: str, n_rows: int, n_cols: int, arrays: Mapping[s
         raise ValueError(f"{layout} layout needs K <= {MAX_SPARSE_COLS}, got K = {n_cols}")
     if layout == "unstructured":
         ptr, idx, limit, what = arrays["row_ptr"], arrays["col_idx"], n_cols, "col_idx"
-    elif layout == "block4":
+    elif layout in ("block4", "block4_int8"):
         ptr, idx, limit, what = arrays["block_ptr"], arrays["block_col"], -(-n_cols // BLOCK), "block_col"
     else:
         raise ValueError(f"unknown layout {layout!r}")
+    if layout == "block4_int8":
+        if n_cols > MAX_INT8_COLS:
+            raise ValueError(f"block4_int8 layout needs K <= {MAX_INT8_COLS}, got K = {n_cols}")
+        scales = arrays["scales"]
+        if not (np.isfinite(scales).all() and (scales >= 0).all()):
+            raise ValueError("scales must be finite and >= 0")
     stored = idx.shape[0]
     if ptr.shape != (n_rows + 1,):
         raise ValueError(f"pointer array has shape {ptr.shape}, expected ({n_rows + 1},)")
@@ -101,7 +115,7 @@ def check_linear_arrays(layout: str, n_rows: int, n_cols: int, arrays: Mapping[s
         pos = int(np.argmax(bad)) + 1
         row = int(np.searchsorted(ptr, pos, side="right")) - 1
         raise ValueError(f"{what} is not strictly increasing in row {row} (entry {pos})")
-    if layout == "block4" and n_cols % BLOCK:
+    if layout in ("block4", "block4_int8") and n_cols % BLOCK:
         # The kernels read whole blocks, so lanes past K must hold zeros to add nothing.
         last = idx == limit - 1
         tail = arrays["block_values"][last, n_cols % BLOCK :]

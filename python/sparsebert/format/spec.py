@@ -41,7 +41,7 @@ from . import layouts
 
 MAGIC = b"SPBERT\x00\x1a"
 FORMAT_VERSION = 2
-LAYOUT_REVISION = 1
+LAYOUT_REVISION = 2  # 2: the block4_int8 layout and the int8 dtype
 PREAMBLE = struct.Struct("<8sIIQ")  # magic, format_version, layout_revision, header_nbytes
 HEADER_CHECK = struct.Struct("<II")  # header_crc32, reserved (format version >= 2)
 FIRST_CHECKED_VERSION = 2  # the first format version whose header has a CRC
@@ -53,6 +53,7 @@ DTYPES: dict[str, np.dtype] = {
     "float32": np.dtype("<f4"),
     "int32": np.dtype("<i4"),
     "uint16": np.dtype("<u2"),
+    "int8": np.dtype("i1"),
 }
 
 HEADER_KEYS: dict[str, type] = {
@@ -308,6 +309,8 @@ def _check_linear(name: str, meta: Any, tensors: Mapping[str, dict]) -> list[str
             problems.append(f"linear {name!r}: {key} {meta[key]!r} is not a number in [0, 1]")
     if not is_int(meta["bytes"]) or meta["bytes"] < 0:
         problems.append(f"linear {name!r}: bytes {meta['bytes']!r} is not a non-negative integer")
+    if "weight_error" in meta and not (is_number(meta["weight_error"]) and meta["weight_error"] >= 0):
+        problems.append(f"linear {name!r}: weight_error {meta['weight_error']!r} is not a number >= 0")
     if layout != "dense" and n_cols > layouts.MAX_SPARSE_COLS:
         problems.append(f"linear {name!r}: layout {layout} needs K <= {layouts.MAX_SPARSE_COLS}, got {n_cols}")
 

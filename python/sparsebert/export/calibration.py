@@ -1,0 +1,85 @@
+"""How far an int8 export is from its fp32 twin: both are written to temporary files beside the destination,
+loaded, and run on the same calibration inputs (texts from a file, tokenized with the model's tokenizer, or
+random tokens); the agreement goes into the file's producer entry and the export report."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..format import write_model
+from ..format.spec import max_sequence_length
+
+RANDOM_SEQUENCES = 16
+RANDOM_LENGTH = 128
+BATCH = 8
+
+
+def calibrate(out_path: str | os.PathLike, config: dict[str, Any], int8: tuple[dict, dict], fp32: tuple[dict, dict],
+              tokenizer_text: str | None, calibration: str | os.PathLike | None) -> dict[str, Any]:
+    """``int8`` and ``fp32`` are (linears meta, tensors) of the two packings of one model."""
+    from ..engine import SparseEngine
+
+    base = os.path.join(os.path.dirname(os.path.abspath(os.fspath(out_path))),
+                        "." + os.path.basename(os.fspath(out_path)))
+    paths = {"int8": base + ".int8-calibration", "fp32": base + ".fp32-calibration"}
+    producer = {"name": "sparsebert", "purpose": "calibration"}
+    try:
+        for kind, (meta, tensors) in (("int8", int8), ("fp32", fp32)):
+            write_model(paths[kind], config, meta, tensors, producer, tokenizer=tokenizer_text)
+        engines = {kind: SparseEngine.load(path) for kind, path in paths.items()}
+        batches, described = _inputs(config, engines["fp32"], tokenizer_text, calibration)
+        return {"inputs": described, **_agreement(engines, batches)}
+    finally:
+        for path in paths.values():
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def _inputs(config: dict[str, Any], engine: Any, tokenizer_text: str | None,
+            calibration: str | os.PathLike | None) -> tuple[list[dict[str, np.ndarray]], str]:
+    longest = min(RANDOM_LENGTH, max_sequence_length(config))
+    if calibration is None:
+        rng = np.random.default_rng(0)
+        low = 1 if config["vocab_size"] > 1 else 0
+        ids = rng.integers(low, config["vocab_size"], size=(RANDOM_SEQUENCES, longest))
+        batches = [{"input_ids": ids[i:i + BATCH]} for i in range(0, RANDOM_SEQUENCES, BATCH)]
+        return batches, f"random tokens ({RANDOM_SEQUENCES} x {longest})"
+    if tokenizer_text is None:
+        raise ValueError("calibration texts need the model's tokenizer: pass tokenizer= or export from a directory "
+                         "with a tokenizer.json")
+    with open(calibration, encoding="utf-8") as f:
+        texts = [line.strip() for line in f if line.strip()]
+    if not texts:
+        raise ValueError(f"calibration file {os.fspath(calibration)} holds no text")
+    from ..pipelines import Pipeline, _tokenizers
+
+    pipe = Pipeline("feature-extraction", engine, _tokenizers().Tokenizer.from_str(tokenizer_text))
+    pipe.max_length = min(pipe.max_length, RANDOM_LENGTH)
+    batches = [pipe._encode(texts[i:i + BATCH])[1] for i in range(0, len(texts), BATCH)]
+    return batches, f"{len(texts)} texts from {os.path.basename(os.fspath(calibration))}"
+
+
+def _agreement(engines: dict[str, Any], batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    cosines, worst, agree, total = [], 0.0, 0, 0
+    for inputs in batches:
+        a, b = engines["int8"].run(inputs), engines["fp32"].run(inputs)
+        mask = inputs.get("attention_mask", np.ones(inputs["input_ids"].shape, np.int64)).astype(bool)
+        x = a["last_hidden_state"][mask].astype(np.float64)
+        y = b["last_hidden_state"][mask].astype(np.float64)
+        norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+        cosines.append((x * y).sum(axis=1) / np.maximum(norms, 1e-30))
+        worst = max(worst, float(np.abs(x - y).max()))
+        if "logits" in a:
+            la, lb = a["logits"], b["logits"]
+            if la.ndim == 3:  # token classification: unpadded tokens
+                la, lb = la[mask], lb[mask]
+            agree += int((la.argmax(-1) == lb.argmax(-1)).sum())
+            total += la.shape[0]
+    cos = np.concatenate(cosines)
+    result = {"min_token_cosine": float(cos.min()), "mean_token_cosine": float(cos.mean()), "max_abs_diff": worst}
+    if total:
+        result["argmax_agreement"] = agree / total
+    return result
