@@ -278,6 +278,25 @@ def test_engine_bench_every_family_and_head(name, head):
     assert set(r["engines"]) == {"sparsebert", "onnxruntime", "pytorch"}
 
 
+def test_engine_bench_int8_runs_fp32_twin_and_ort_int8():
+    from sparsebert.bench import random_source, run_engine_bench
+    from sparsebert.bench.report import engine_text
+
+    pytest.importorskip("onnxruntime")
+    with random_source("tiny", 0.9, block=4, head="sequence_classification", quantize="int8") as source:
+        r = run_engine_bench(source, batch=2, seq=16, threads=1, runs=2, warmup=0, pause_ms=0, profile_runs=0,
+                             command="test")
+    assert set(r["engines"]) == {"sparsebert", "sparsebert_fp32", "onnxruntime", "onnxruntime_int8", "pytorch"}
+    assert r["model"]["layouts"] == {"block4_int8": 8, "dense": 2}
+    # The fp32 twin runs exactly the dequantized weights the peers run; the int8 engines only approximately.
+    assert r["agreement"]["sparsebert_fp32 vs onnxruntime"] < 1e-4
+    assert 0 < r["agreement"]["sparsebert vs sparsebert_fp32"] < r["agreement_atol"]["sparsebert vs sparsebert_fp32"]
+    assert r["agreement_atol"]["sparsebert_fp32 vs pytorch"] == 1e-3
+    assert r["agree"]
+    text = engine_text(r)
+    assert ") fp32 " in text and "int8 dynamic" in text and "-> OK" in text
+
+
 def test_engine_bench_result(tiny_result):
     r = tiny_result
     assert list(r["engines"]) == ["sparsebert", "onnxruntime", "pytorch"]

@@ -115,6 +115,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--layout", choices=LAYOUT_CHOICES, default="auto",
                        help="packed layout when exporting (--random, checkpoint dirs, sweeps); default auto")
     model.add_argument("--seed", type=int, default=0, help="seed of random weights and inputs (default 0)")
+    model.add_argument("--quantize", choices=("int8",), default=None,
+                       help="export the model's encoder layers as int8 (block4_int8); sparsebert fp32 on the "
+                            "same weights and ONNX Runtime dynamic int8 then join the peers")
 
     run = p.add_argument_group("how to run")
     run.add_argument("--batch", type=_positive_ints, default=[1], metavar="B", help="batch size (default 1)")
@@ -267,8 +270,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         raise ValueError("give either MODEL (a .sbert file or checkpoint directory) or --random NAME")
     if log:
         log("preparing the model" + (" (random init, pruning, export)" if args.random else ""))
-    source = (random_source(args.random, args.sparsity, args.block, args.seed, args.head, args.layout)
-              if args.random else file_source(args.model, args.layout))
+    source = (random_source(args.random, args.sparsity, args.block, args.seed, args.head, args.layout,
+                            quantize=args.quantize)
+              if args.random else file_source(args.model, args.layout, quantize=args.quantize))
     with source:
         result = run_engine_bench(source, seed=args.seed, **common)
     print(report.engine_text(result))

@@ -37,6 +37,9 @@ DEFAULT_RUNS, DEFAULT_WARMUP, DEFAULT_PAUSE_MS = defaults.RUNS, defaults.WARMUP,
 # Engines agree to ~1e-5 on BERT outputs (fp32, different summation orders); 1e-3 still catches every real
 # bug (a wrong mask, bias or activation moves outputs by >= 1e-2).
 AGREEMENT_ATOL = 1e-3
+# An int8 engine differs from fp32 ones by its activation and weight rounding (~1e-2 on BERT-base hidden states);
+# 0.25 still catches a wrong scale, zero point or layout, which move outputs by O(1).
+INT8_AGREEMENT_ATOL = 0.25
 PROFILE_RUNS = defaults.PROFILE_RUNS
 
 
@@ -97,6 +100,12 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
         inputs = make_inputs(batch, seq, config["vocab_size"], seed)
         sb = sparsebert_runner(source.path, inputs, threads, isa)
         runners = {"sparsebert": sb}
+        int8 = any(m["layout"] == "block4_int8" for m in linears)
+        if int8:
+            from .runners import sparsebert_fp32_runner
+
+            log("packing the fp32 twin of the int8 model")
+            runners["sparsebert_fp32"] = sparsebert_fp32_runner(packed, inputs, threads, isa, tmp)
 
         onnx_path = None
         need_onnx = "onnxruntime" in peers or deepsparse_python
@@ -112,6 +121,11 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
                 export_onnx(hf_model, config, onnx_path)
             if "onnxruntime" in peers:
                 runners["onnxruntime"] = onnxruntime_runner(onnx_path, inputs, threads)
+                if int8:
+                    from .runners import onnxruntime_int8_runner
+
+                    log("quantizing the ONNX graph with ONNX Runtime's dynamic int8")
+                    runners["onnxruntime_int8"] = onnxruntime_int8_runner(onnx_path, inputs, threads, tmp)
             if "pytorch" in peers:
                 runners["pytorch"] = pytorch_runner(bert_outputs(hf_model, config), inputs, threads)
         del packed  # the engine and the peers hold their own copies of the weights
@@ -170,6 +184,10 @@ def _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms
     ratios = {name: sb_med / row["median_ms"] for name, row in engines.items() if name != "sparsebert"}
 
     agreement = _agreement(hidden)
+    int8 = any(r["layout"] == "block4_int8" for r in linears)
+    # int8 engines (sparsebert's, ORT's dynamic int8) agree with the fp32 ones to their rounding only.
+    atol = {k: INT8_AGREEMENT_ATOL if (int8 and "sparsebert" in k.split(" vs ")) or "int8" in k else AGREEMENT_ATOL
+            for k in agreement}
     total_sparsity = 1.0 - sum(r["nnz"] for r in linears) / sum(r["shape"][0] * r["shape"][1] for r in linears)
     layouts: dict[str, int] = {}
     for row in linears:
@@ -196,8 +214,8 @@ def _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms
         "engines": engines,
         "ratios": ratios,  # sparsebert median / peer median (< 1: sparsebert is faster)
         "agreement": agreement,
-        "agreement_atol": AGREEMENT_ATOL,
-        "agree": all(v <= AGREEMENT_ATOL for v in agreement.values()),
+        "agreement_atol": atol,
+        "agree": all(v <= atol[k] for k, v in agreement.items()),
         "profile_ms": profile,
         "deepsparse_error": deepsparse_error,
         "python_executable": sys.executable,

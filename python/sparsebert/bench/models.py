@@ -123,19 +123,20 @@ def _transformers() -> Any:
     return transformers
 
 
-def export_pruned(model: Any, sparsity: float, block: int, path: str, layout: str = "auto") -> Any:
+def export_pruned(model: Any, sparsity: float, block: int, path: str, layout: str = "auto",
+                  quantize: str | None = None) -> Any:
     """Magnitude-prune a copy of ``model`` (the original stays dense, for the next sweep point) and export it."""
     from ..export import export
     from ..pruning import prune_bert_
 
     pruned = prune_bert_(copy.deepcopy(model), sparsity, block)
     # Not compacted: the peers are rebuilt from this file and must hold exactly the pruned weights.
-    return export(pruned, path, layout=layout, verbose=False, compact=False)
+    return export(pruned, path, layout=layout, verbose=False, compact=False, quantize=quantize)
 
 
 def random_source(name: str = "bert-base", sparsity: float = 0.9, block: int = 1, seed: int = 0,
                   head: str = "none", layout: str = "auto", workdir: str | None = None,
-                  model: Any = None) -> ModelSource:
+                  model: Any = None, quantize: str | None = None) -> ModelSource:
     """A random ``name`` BERT, magnitude-pruned, exported to a temporary ``.sbert``.
 
     Pass ``model`` (from ``random_model``) to reuse one dense model for several sparsities.
@@ -145,17 +146,19 @@ def random_source(name: str = "bert-base", sparsity: float = 0.9, block: int = 1
     tmp = _tempdir(workdir)
     try:
         path = os.path.join(tmp.name, f"{name}.sbert")
-        export_pruned(model, sparsity, block, path, layout)
+        export_pruned(model, sparsity, block, path, layout, quantize)
     except BaseException:
         tmp.cleanup()
         raise
-    origin = dict(kind="random", name=name, sparsity=sparsity, block=block, seed=seed, head=head, layout=layout)
+    origin = dict(kind="random", name=name, sparsity=sparsity, block=block, seed=seed, head=head, layout=layout,
+                  **({"quantize": quantize} if quantize else {}))
     how = f"seed {seed}" if sparsity == 0 else f"magnitude-pruned, seed {seed}"
-    desc = f"random {name}, {describe_pruning(sparsity, block)} ({how})"
+    desc = f"random {name}, {describe_pruning(sparsity, block)}{', int8' if quantize else ''} ({how})"
     return ModelSource(path, desc, origin, tmp)
 
 
-def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | None = None) -> ModelSource:
+def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | None = None,
+                quantize: str | None = None) -> ModelSource:
     """A packed ``.sbert`` file as is, or a checkpoint directory exported to a temporary ``.sbert``."""
     source = os.fspath(source)
     if not os.path.exists(source):
@@ -167,7 +170,7 @@ def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | 
     tmp = _tempdir(workdir)
     try:
         path = os.path.join(tmp.name, "model.sbert")
-        export(source, path, layout=layout, verbose=False)
+        export(source, path, layout=layout, verbose=False, quantize=quantize)
     except BaseException:
         tmp.cleanup()
         raise
@@ -190,9 +193,11 @@ def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, i
         rows = np.repeat(np.arange(n_rows), np.diff(ptr))
         weight[rows, cols.astype(np.intp)] = values
         return weight
-    if layout == "block4":
+    if layout in ("block4", "block4_int8"):
         ptr, blocks, values = arrays["block_ptr"], arrays["block_col"], arrays["block_values"]
         rows = np.repeat(np.arange(n_rows), np.diff(ptr))
+        if layout == "block4_int8":  # the peers run the dequantized weights: what the int8 engine multiplies by
+            values = values.astype(np.float32) * np.asarray(arrays["scales"], np.float32)[rows, None]
         # Write into a K padded to whole blocks, then drop the lanes past K (the format keeps them zero).
         padded = np.zeros((n_rows, -(-n_cols // BLOCK) * BLOCK), dtype=np.float32)
         for lane in range(BLOCK):

@@ -87,7 +87,12 @@ def _agreement_line(result: dict[str, Any]) -> str:
         return " vs ".join(LABELS.get(p, p) for p in key.split(" vs "))
 
     pairs = ", ".join(f"{name(k)} {v:.1e}" for k, v in result["agreement"].items())
-    verdict = "OK" if result["agree"] else f"MISMATCH (tolerance {result['agreement_atol']:g})"
+    atol = result["agreement_atol"]  # one tolerance, or (int8 runs) one per pair
+    if isinstance(atol, dict):
+        bad = [k for k, v in result["agreement"].items() if v > atol[k]]
+        verdict = "OK" if not bad else "MISMATCH (" + ", ".join(f"{name(k)} > {atol[k]:g}" for k in bad) + ")"
+    else:
+        verdict = "OK" if result["agree"] else f"MISMATCH (tolerance {atol:g})"
     return f"agreement, max |a - b| on last_hidden_state: {pairs or 'no peers'} -> {verdict}"
 
 

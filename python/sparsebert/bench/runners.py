@@ -17,7 +17,8 @@ import numpy as np
 from .defaults import INPUT_NAMES, PEERS
 
 LABELS = {"sparsebert": "sparsebert", "onnxruntime": "ONNX Runtime", "pytorch": "PyTorch eager",
-          "deepsparse": "DeepSparse"}
+          "deepsparse": "DeepSparse", "sparsebert_fp32": "sparsebert fp32",
+          "onnxruntime_int8": "ONNX Runtime int8 (dynamic)"}
 
 
 @dataclass
@@ -49,6 +50,36 @@ def sparsebert_runner(path: str, inputs: dict[str, np.ndarray], threads: int, is
     return Runner("sparsebert", f"sparsebert {__version__} ({engine.isa})", lambda: engine.run(inputs),
                   lambda out: out["last_hidden_state"],
                   {"version": __version__, "isa": engine.isa, "threads": engine.num_threads}, engine)
+
+
+def onnxruntime_int8_runner(onnx_path: str, inputs: dict[str, np.ndarray], threads: int, workdir: str) -> Runner:
+    """ONNX Runtime on the fp32 graph quantized with its own dynamic int8 recipe (int8 weights per channel,
+    activations quantized per call): the int8 alternative users already have."""
+    import os
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q_path = os.path.join(workdir, "model.int8.onnx")
+    quantize_dynamic(onnx_path, q_path, weight_type=QuantType.QInt8, per_channel=True)
+    runner = onnxruntime_runner(q_path, inputs, threads)
+    runner.name, runner.label = "onnxruntime_int8", runner.label + " int8 dynamic"
+    runner.info["quantization"] = "quantize_dynamic(weight_type=QInt8, per_channel=True)"
+    return runner
+
+
+def sparsebert_fp32_runner(packed: Any, inputs: dict[str, np.ndarray], threads: int, isa: str | None,
+                           workdir: str) -> Runner:
+    """sparsebert on the fp32 twin of an int8 file: the same (dequantized) weights, fp32 layouts."""
+    import os
+
+    from ..export import export
+    from .models import to_transformers
+
+    path = os.path.join(workdir, "fp32.sbert")
+    export(to_transformers(packed), path, verbose=False, compact=False)
+    runner = sparsebert_runner(path, inputs, threads, isa)
+    runner.name, runner.label, runner.engine = "sparsebert_fp32", runner.label + " fp32", None
+    return runner
 
 
 def onnxruntime_runner(onnx_path: str, inputs: dict[str, np.ndarray], threads: int) -> Runner:
@@ -86,4 +117,5 @@ def pytorch_runner(module: Any, inputs: dict[str, np.ndarray], threads: int) -> 
                    "attention": "eager"})
 
 
-__all__ = ["LABELS", "PEERS", "Runner", "make_inputs", "onnxruntime_runner", "pytorch_runner", "sparsebert_runner"]
+__all__ = ["LABELS", "PEERS", "Runner", "make_inputs", "onnxruntime_int8_runner", "onnxruntime_runner",
+           "pytorch_runner", "sparsebert_fp32_runner", "sparsebert_runner"]
