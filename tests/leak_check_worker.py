@@ -45,7 +45,7 @@ def main() -> None:
                 SparseEngine.load(broken)
             except SparseBertError:
                 pass
-            for layout in ("dense", "unstructured", "block4"):
+            for layout in ("dense", "unstructured", "block4", "block4_int8"):
                 weight = rng.standard_normal((24, 36)).astype(np.float32)
                 weight[rng.random(weight.shape) < 0.8] = 0.0
                 linear = kernels.pack(weight, rng.standard_normal(24).astype(np.float32), layout=layout)
