@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,26 @@ def test_block4_int8_arrays_are_checked_before_cpp(case, fragment):
     with pytest.raises(ValueError, match=fragment):
         check_linear_arrays("block4_int8", 2, n_cols, arrays)
     assert issubclass(ModelFormatError, ValueError)
+
+
+def test_quantized_checkpoints_are_refused_clearly(tmp_path):
+    import json
+
+    import warnings
+
+    model = make_model("base", num_hidden_layers=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization and its tensors are deprecated, still shipped
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+    with pytest.raises(sparsebert.UnsupportedModelError, match="torch-quantized weights"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sparsebert.export(quantized, tmp_path / "a.sbert", verbose=False)
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt, safe_serialization=True)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(sparsebert.UnsupportedModelError, match="quantized.*bitsandbytes"):
+        sparsebert.export(ckpt, tmp_path / "b.sbert", verbose=False)
+    assert not list(tmp_path.glob("*.sbert"))

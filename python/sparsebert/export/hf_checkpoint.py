@@ -104,6 +104,12 @@ def _load_model_object(model: Any) -> Checkpoint:
     family, head = ARCHITECTURES[architecture]
     raw = {}
     for name, tensor in model.state_dict().items():
+        # torch's quantized modules (quantize_dynamic, QAT convert) keep int8 weights in packed parameters or
+        # quantized tensors, whose scales sparsebert cannot read: say so instead of reporting missing weights.
+        if "_packed_params" in name or (torch.is_tensor(tensor) and tensor.is_quantized):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} holds torch-quantized weights ({name}); export the float model "
+                "(before quantization or QAT convert) with quantize='int8'")
         if torch.is_tensor(tensor) and tensor.is_floating_point():
             # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
             raw[name] = tensor.detach().to("cpu", torch.float32).numpy()

@@ -74,6 +74,12 @@ def check_hf_config(config: dict[str, Any], family: str, source: str) -> None:
     """Refuse configs we cannot run, listing every reason; cheap, so it runs before weights are read."""
     hf = normalized(config, family)
     problems = []
+    quantization = config.get("quantization_config")
+    if quantization:
+        method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+        problems.append(f"the checkpoint is quantized (quantization_config, quant_method {method!r}), and its "
+                        "scales cannot be read; export the float checkpoint (QAT: its fake-quantized float weights) "
+                        "with quantize='int8'")
     if hf["position_embedding_type"] != "absolute":
         problems.append(f"position_embedding_type {hf['position_embedding_type']!r} is not supported (only 'absolute')")
     if hf.get("is_decoder"):
