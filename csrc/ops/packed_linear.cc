@@ -49,6 +49,18 @@ void check_compressed(const char* what, int32_t rows, const int32_t* ptr, int64_
   }
 }
 
+// A block that runs past K must hold zeros there: those weights belong to no input (float or int8 values).
+template <class T>
+void check_block_tail(const char* what, int32_t cols, const uint16_t* block_col, const T* values, int64_t nb) {
+  const int32_t tail = cols % 4, last_block = cols / 4;
+  if (tail == 0) return;
+  for (int64_t j = 0; j < nb; ++j)
+    if (block_col[j] == last_block)
+      for (int32_t q = tail; q < 4; ++q)
+        require(values[4 * j + q] == T(0), std::string(what) + ": block " + std::to_string(last_block) +
+                                               " has a nonzero weight past the last input column");
+}
+
 }  // namespace
 
 const char* layout_name(Layout layout) {
@@ -88,14 +100,7 @@ std::shared_ptr<PackedLinear> PackedLinear::block4(int32_t rows, int32_t cols, c
                                                    const float* values, int64_t nb, const float* bias) {
   check_shape(rows, cols);
   check_compressed("block4 PackedLinear", rows, block_ptr, block_ptr_len, block_col, nb, (cols + 3) / 4);
-  // A block that runs past K must hold zeros there: those weights belong to no input.
-  const int32_t tail = cols % 4, last_block = cols / 4;
-  if (tail != 0)
-    for (int64_t j = 0; j < nb; ++j)
-      if (block_col[j] == last_block)
-        for (int32_t q = tail; q < 4; ++q)
-          require(values[4 * j + q] == 0.0f, "block4 PackedLinear: block " + std::to_string(last_block) +
-                                                 " has a nonzero weight past the last input column");
+  check_block_tail("block4 PackedLinear", cols, block_col, values, nb);
   std::shared_ptr<PackedLinear> p(new PackedLinear(Layout::kBlock4, rows, cols));
   p->stored_ = 4 * nb;
   p->pack_pairs(block_ptr, block_col, values, 4);
@@ -111,13 +116,7 @@ std::shared_ptr<PackedLinear> PackedLinear::block4_int8(int32_t rows, int32_t co
   require(cols <= kInt8MaxCols, "block4_int8 PackedLinear: at most " + std::to_string(kInt8MaxCols) +
                                     " input columns (int32 sums stay exact), got " + std::to_string(cols));
   check_compressed("block4_int8 PackedLinear", rows, block_ptr, block_ptr_len, block_col, nb, (cols + 3) / 4);
-  const int32_t tail = cols % 4, last_block = cols / 4;
-  if (tail != 0)
-    for (int64_t j = 0; j < nb; ++j)
-      if (block_col[j] == last_block)
-        for (int32_t q = tail; q < 4; ++q)
-          require(values[4 * j + q] == 0, "block4_int8 PackedLinear: block " + std::to_string(last_block) +
-                                              " has a nonzero weight past the last input column");
+  check_block_tail("block4_int8 PackedLinear", cols, block_col, values, nb);
   for (int32_t r = 0; r < rows; ++r)
     require(scales[r] >= 0.0f && scales[r] < 3.0e38f,
             "block4_int8 PackedLinear: scale of row " + std::to_string(r) + " is not a finite value >= 0");

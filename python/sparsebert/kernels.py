@@ -56,18 +56,7 @@ def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float
 def pack_int8(weight: Any, bias: Any = None) -> Any:
     """Pack a [N, K] weight (and optional [N] bias) as int8 4-blocks (``quantization.quantize_weight_int8``)
     into a ``_core.PackedLinear`` of layout ``block4_int8``; its ``matmul`` quantizes activations per token."""
-    from .quantization import quantize_weight_int8
-
-    weight = _float32("weight", weight)
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {weight.shape}")
-    if bias is not None:
-        bias = _float32("bias", bias)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    q = quantize_weight_int8(weight)
-    return PackedLinear.block4_int8(weight.shape[0], weight.shape[1], q["block_ptr"], q["block_col"],
-                                    q["block_values"], q["scales"], bias)
+    return pack(weight, bias, layout="block4_int8")
 
 
 int8_isa = _core.int8_isa

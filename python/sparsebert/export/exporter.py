@@ -87,18 +87,18 @@ def export(
     config.update(sentence_keys)
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
     items = mapper.encoder_tensors(checkpoint, config)
-    def float_layout(weight) -> str:
-        return choose_layout(analyze(weight), dense_below) if layout == "auto" else layout
+    def float_layout(stats: dict[str, Any]) -> str:
+        return choose_layout(stats, dense_below) if layout == "auto" else layout
 
     if compact:
         def packs_as_block4(weight) -> bool:
             # Compaction consults this for encoder-layer projections only, which int8 packs as 4-blocks.
-            return quantize == "int8" or float_layout(weight) in ("block4", "block4_int8")
+            return quantize == "int8" or float_layout(analyze(weight)) in ("block4", "block4_int8")
 
         compaction.compact(items, config, packs_as_block4)
 
-    def chosen_layout(name: str, weight) -> str:
-        return "block4_int8" if quantize == "int8" and name.startswith(INT8_PREFIX) else float_layout(weight)
+    def chosen_layout(name: str, stats: dict[str, Any]) -> str:
+        return "block4_int8" if quantize == "int8" and name.startswith(INT8_PREFIX) else float_layout(stats)
 
     tensors, rows = _pack_items(items, chosen_layout)
 
@@ -117,7 +117,7 @@ def export(
         from .calibration import calibrate
 
         producer["quantize"] = "int8"
-        twin, twin_rows = _pack_items(items, lambda name, weight: float_layout(weight))
+        twin, twin_rows = _pack_items(items, lambda name, stats: float_layout(stats))
         twin_meta = {row.name: row.to_meta() for row in twin_rows}
         result = calibrate(out_path, config, (report.linears_meta(), tensors), (twin_meta, twin), tokenizer_text,
                            calibration)
@@ -149,7 +149,8 @@ def export(
 
 
 def _pack_items(items: dict[str, Any], chosen_layout) -> tuple[dict[str, Any], list[LinearRow]]:
-    """The file's tensors and one report row per linear, each linear packed in ``chosen_layout(name, weight)``."""
+    """The file's tensors and one report row per linear, each linear packed in ``chosen_layout(name, stats)``
+    (stats: ``packing.analyze`` of its weight)."""
     tensors, rows = {}, []
     for name, item in items.items():
         if not isinstance(item, tuple):
@@ -157,7 +158,7 @@ def _pack_items(items: dict[str, Any], chosen_layout) -> tuple[dict[str, Any], l
             continue
         weight, bias = item
         stats = analyze(weight)
-        chosen = chosen_layout(name, weight)
+        chosen = chosen_layout(name, stats)
         weight_error = None
         if chosen == "block4_int8":
             q = quantize_weight_int8(weight)

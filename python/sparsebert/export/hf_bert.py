@@ -64,20 +64,28 @@ Item = Union[np.ndarray, tuple[np.ndarray, np.ndarray]]
 
 def encoder_tensors(ckpt: Checkpoint, config: dict[str, Any]) -> dict[str, Item]:
     """Encoder tensors in file order: name -> array, or -> (weight [N, K], bias [N]) for a linear."""
+    return collect_tensors(ckpt, config, head_tensors)
+
+
+def collect_tensors(ckpt: Checkpoint, config: dict[str, Any], heads, token_types: bool = True) -> dict[str, Item]:
+    """Embeddings, layers and ``heads(take, config, h)``, read with one Collector so that every missing weight is
+    reported at once. ``token_types=False`` (DistilBERT, hf_distilbert.py): one all-zero type row, which every
+    (all-zero) token_type_ids selects."""
     h, n_inter = config["hidden_size"], config["intermediate_size"]
     take = Collector(ckpt)
+    types_shape = (config["type_vocab_size"], h)
     items: dict[str, Any] = {
         "embeddings.word_embeddings": take.take("embeddings.word_embeddings.weight", (config["vocab_size"], h)),
         "embeddings.position_embeddings": take.take(
             "embeddings.position_embeddings.weight", (config["max_position_embeddings"], h)),
-        "embeddings.token_type_embeddings": take.take(
-            "embeddings.token_type_embeddings.weight", (config["type_vocab_size"], h)),
+        "embeddings.token_type_embeddings": take.take("embeddings.token_type_embeddings.weight", types_shape)
+        if token_types else np.zeros(types_shape, np.float32),
         "embeddings.layer_norm.weight": take.take("embeddings.LayerNorm.weight", (h,)),
         "embeddings.layer_norm.bias": take.take("embeddings.LayerNorm.bias", (h,)),
     }
     for i in range(config["num_hidden_layers"]):
         items.update(layer_tensors(take, ckpt.family, i, h, n_inter))
-    items.update(head_tensors(take, config, h))
+    items.update(heads(take, config, h))
     take.raise_if_any()
     return items
 

@@ -9,28 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ..format import spec
-from .hf_bert import Collector, Item, layer_tensors
+from .hf_bert import Collector, Item, collect_tensors
 from .hf_checkpoint import Checkpoint
 
 
 def encoder_tensors(ckpt: Checkpoint, config: dict[str, Any]) -> dict[str, Item]:
     """Encoder tensors in file order: name -> array, or -> (weight [N, K], bias [N]) for a linear."""
-    h, n_inter = config["hidden_size"], config["intermediate_size"]
-    take = Collector(ckpt)
-    items: dict[str, Any] = {
-        "embeddings.word_embeddings": take.take("embeddings.word_embeddings.weight", (config["vocab_size"], h)),
-        "embeddings.position_embeddings": take.take(
-            "embeddings.position_embeddings.weight", (config["max_position_embeddings"], h)),
-        # No token types: one all-zero type row, which every (all-zero) token_type_ids selects.
-        "embeddings.token_type_embeddings": np.zeros((config["type_vocab_size"], h), np.float32),
-        "embeddings.layer_norm.weight": take.take("embeddings.LayerNorm.weight", (h,)),
-        "embeddings.layer_norm.bias": take.take("embeddings.LayerNorm.bias", (h,)),
-    }
-    for i in range(config["num_hidden_layers"]):
-        items.update(layer_tensors(take, "distilbert", i, h, n_inter))
+    return collect_tensors(ckpt, config, head_tensors, token_types=False)
+
+
+def head_tensors(take: Collector, config: dict[str, Any], h: int) -> dict[str, Item]:
+    """DistilBERT's task heads: its sequence classifier's pre_classifier runs as the pooler."""
+    items: dict[str, Item] = {}
     labels = config["num_labels"]
     if config["head"] == "sequence_classification":
         items["pooler"] = take.linear("pre_classifier", h, h, encoder=False)
@@ -39,5 +30,4 @@ def encoder_tensors(ckpt: Checkpoint, config: dict[str, Any]) -> dict[str, Item]
         items["classifier"] = take.linear("classifier", labels, h, encoder=False)
     elif config["head"] == "question_answering":
         items["qa_outputs"] = take.linear("qa_outputs", spec.QA_OUTPUTS, h, encoder=False)
-    take.raise_if_any()
     return items
