@@ -1,4 +1,5 @@
-"""Mutates a valid packed file many ways and loads each mutant: it must load and run, or raise a sparsebert /
+"""Mutates a valid packed file many ways (cases generated, and a failing one shrunk, by hypothesis through
+hypothesis_random.py) and loads each mutant: it must load and run, or raise a sparsebert /
 ValueError / TypeError exception. Run as a subprocess by test_fuzz_files.py, so that a crash fails the test
 instead of killing the test runner. Prints one JSON summary line.
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import struct
 import sys
 import tempfile
@@ -20,6 +20,8 @@ import numpy as np
 from sparsebert import SparseEngine
 from sparsebert.errors import SparseBertError
 from sparsebert.format import read_model
+
+from hypothesis_random import DrawnRandom, run_cases
 
 PREAMBLE = struct.Struct("<8sIIQ")
 HEADER_AT = 32  # format version 2: the preamble, then header_crc32 and a reserved word
@@ -43,7 +45,7 @@ def fix_header_crc(out: bytearray) -> bytearray:
     return out
 
 
-def mutate(data: bytes, rng: random.Random, spans: list[tuple[str, int, int]]) -> tuple[str, bytes]:
+def mutate(data: bytes, rng: DrawnRandom, spans: list[tuple[str, int, int]]) -> tuple[str, bytes]:
     out = bytearray(data)
     kind = rng.choice(["truncate", "bitflip", "header_length", "header_byte", "header_byte_crc", "index", "pointer",
                        "append"])
@@ -94,6 +96,10 @@ def fix_crc(out: bytearray, name: str, offset: int, nbytes: int) -> bytearray:
     return fix_header_crc(out)
 
 
+class Finding(Exception):
+    """A mutant that crashed nothing but broke a rule; hypothesis shrinks the case that raised it."""
+
+
 def main() -> None:
     path, cases, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     data = open(path, "rb").read()
@@ -101,12 +107,13 @@ def main() -> None:
     engine = SparseEngine.load(path, num_threads=1)
     ids = np.array([[5, 17, 3, 8, 2, 11]], dtype=np.int64)
     reference = engine.run({"input_ids": ids})
-    rng = random.Random(seed)
     counts: dict[str, dict[str, int]] = {}
+    ran = [0]  # completed cases
     unexpected = []
     with tempfile.TemporaryDirectory() as tmp:
         target = os.path.join(tmp, "mutant.sbert")
-        for case in range(cases):
+
+        def one_case(rng: DrawnRandom) -> None:
             kind, mutant = mutate(data, rng, spans)
             with open(target, "wb") as f:
                 f.write(mutant)
@@ -117,21 +124,28 @@ def main() -> None:
                 same = all(np.array_equal(out[k], reference[k]) for k in reference)
                 outcome = "loaded" if same else "loaded, different"
                 if kind in MUST_REFUSE:
-                    unexpected.append(f"case {case} ({kind}): loaded a corrupt file")
+                    raise Finding(f"{kind}: loaded a corrupt file")
                 # Rewritten indices, pointers or header bytes behind recomputed CRCs can make a valid file of
                 # another model (say another layer_norm_eps); nothing else may change what the model computes.
-                elif not same and kind not in ("index", "pointer", "header_byte_crc"):
-                    unexpected.append(f"case {case} ({kind}): loaded and computed something else")
+                if not same and kind not in ("index", "pointer", "header_byte_crc"):
+                    raise Finding(f"{kind}: loaded and computed something else")
                 if not all(np.isfinite(v).all() or not np.isfinite(reference[k]).all() for k, v in out.items()):
-                    unexpected.append(f"case {case} ({kind}): non-finite outputs")
+                    raise Finding(f"{kind}: non-finite outputs")
             except (SparseBertError, ValueError, TypeError):
                 pass
+            except Finding:
+                raise
             except Exception as exc:  # noqa: BLE001 (the point: any other exception is a finding)
-                outcome = "other exception"
-                unexpected.append(f"case {case} ({kind}): {type(exc).__name__}: {exc}"[:300])
+                raise Finding(f"{kind}: {type(exc).__name__}: {exc}"[:300]) from None
             counts.setdefault(kind, {}).setdefault(outcome, 0)
             counts[kind][outcome] += 1
-    print(json.dumps({"cases": cases, "counts": counts, "unexpected": unexpected[:20]}))
+            ran[0] += 1  # cases hypothesis abandoned midway (too much data drawn) are not counted
+
+        try:
+            run_cases(cases, seed, one_case)
+        except Finding as exc:  # already shrunk by hypothesis to a minimal mutation
+            unexpected.append(str(exc))
+    print(json.dumps({"cases": ran[0], "counts": counts, "unexpected": unexpected}))
 
 
 if __name__ == "__main__":

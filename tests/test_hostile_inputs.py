@@ -19,6 +19,7 @@ WORKER = Path(__file__).with_name("hostile_inputs_worker.py")
 def test_hostile_inputs_are_refused_or_answered_correctly(small_model):
     cases = int(os.environ.get("SPARSEBERT_FUZZ_CASES", "1000"))
     summary = run_worker(WORKER, small_model.path, cases, 3)
+    assert summary["cases"] == cases
     assert not summary["unexpected"], summary["unexpected"]
     assert summary["outcomes"]["ran"] > 0 and summary["outcomes"]["refused"] > 0
 
