@@ -221,6 +221,28 @@ def test_int8_extreme_weights_and_activations_stay_exact(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_int8_most_negative_weight_stays_exact(isa):
+    # A file may hold -128 (the exporter writes -127 .. 127). With activations at 255, a byte pair of -128s sums
+    # to 2 x 255 x -128, far outside the 16 bits of the AVX2 kernel's vpmaddubsw: its blocks must be split
+    # (kernels.h, int8_bounded_pairs), and -128 / 2 = -64 is the bound exactly.
+    k, n = 64, 70
+    ptr = np.array([0, k // 4, k // 2], np.int32)
+    col = np.tile(np.arange(k // 4, dtype=np.uint16), 2)
+    vals = np.full((k // 2, 4), -128, np.int8)
+    vals[k // 4:, ::2] = 127  # second row: pairs of opposite extremes, bounded as they are
+    scales = np.array([0.01, 0.02], np.float32)
+    x = np.full((k, n), 5.0, np.float32)
+    x[:, 1] = -5.0  # a token quantized to 0 everywhere (zero point 255)
+    x[0, :] = -5.0  # and the other tokens spanning 0 .. 255
+    lin = kernels.PackedLinear.block4_int8(2, k, ptr, col, vals, scales)
+    q = dict(block_ptr=ptr, block_col=col, block_values=vals, scales=scales)
+    expected = int8_reference(q, 2, x)
+    y = lin.matmul(x, isa=isa)
+    assert np.all(np.abs(y - expected) <= np.spacing(np.abs(expected).astype(np.float32)))
+    assert lin.nnz == 4 * (k // 2)  # the split is the kernel's business: the weights as stored
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_int8_error_within_the_quantization_bound(isa):
     # |W x - y| <= sum |w| * step_x / 2 + sum |x| * step_w / 2 (+ the product of the two half steps), per entry:
     # the bound the two roundings allow; the float result must respect it.

@@ -95,6 +95,11 @@ struct Int8View {
 // y[r][t] = fma(float(acc - zero[t] * w_sum[r]), scale[t] * w_scale[r], bias[r]) (+ residual[r][t] when given).
 // ep.act and ep.accumulate are ignored (an activation is applied afterwards with finish_rows). Every ISA gives
 // bitwise the same y. May compute and store up to round_up(n, 16) tokens.
+//
+// A table with int8_bounded_pairs set (the AVX2 kernel: vpmaddubsw adds two u8 x s8 products in saturating 16
+// bits) takes only blocks whose byte pairs (bytes 0-1, bytes 2-3) have positive weights summing to at most 128 and
+// negative ones to at least -128, so that no pair sum leaves [-255 * 128, 255 * 128]. Any block splits into two
+// such blocks on the same inputs (w / 2 rounded toward zero, and the rest): the sums, and so y, do not change.
 using SpmmI8Fn = void (*)(const Int8View& w, int32_t row_begin, int32_t row_end, const uint8_t* xq, int64_t ldq,
                           const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
                           const Epilogue& ep);
@@ -112,6 +117,7 @@ struct KernelTable {
   QuantizeFn quantize;
   SpmmI8Fn spmm_block4_i8;
   const char* int8_isa;  // the instructions spmm_block4_i8 uses: "avx512_vnni", "avx2" or "scalar"
+  bool int8_bounded_pairs;  // spmm_block4_i8 needs blocks with bounded byte pairs (see SpmmI8Fn)
 };
 
 

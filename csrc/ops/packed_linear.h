@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -90,8 +91,11 @@ class PackedLinear {
   // The int8 forward (packed_linear_int8.cc): quantize each input tile once, then rows in parallel.
   void forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
                     Activation act, const TileMatrix* residual) const;
-  // Row bounds of `chunks` pieces of about equal entries (int8 layout).
-  std::vector<int32_t> split_int8_rows(int chunks) const;
+  // Row bounds of `chunks` pieces of about equal entries (int8 layout, row pointers `ptr`).
+  std::vector<int32_t> split_int8_rows(const int32_t* ptr, int chunks) const;
+  // The int8 weights as the kernels of `kernels` take them: as stored, or split into blocks with bounded byte
+  // pairs (kernels.h, int8_bounded_pairs), built on first use so that CPUs with VNNI never pay for them.
+  Int8View int8_view(const KernelTable& kernels) const;
   const float* kblock_input(const float* x, int32_t b) const;  // block b's first input row within a tile
 
   Layout layout_;
@@ -128,6 +132,11 @@ class PackedLinear {
   AlignedBuffer<float> w_scale_;     // per row
   AlignedBuffer<int32_t> w_sum_;     // per row: sum of its s8 weights
   AlignedBuffer<int32_t> row_ids_;   // 0 .. rows - 1, for finish_rows
+  // The same weights with bounded byte pairs, for the AVX2 kernel (int8_view).
+  mutable std::once_flag bounded_once_;
+  mutable AlignedBuffer<int32_t> bounded_ptr_;
+  mutable AlignedBuffer<uint16_t> bounded_col_;
+  mutable AlignedBuffer<int32_t> bounded_val_;
 };
 
 }  // namespace sparsebert

@@ -21,7 +21,7 @@ KernelTable table() {
   const bool vnni = cpu_features().avx512_vnni;
   return KernelTable{"avx512", spmm_csr, spmm_block4, finish_rows, gemm, gemm_wt, layer_norm, softmax_cols, fma_peak,
                      quantize, vnni ? avx512_vnni::spmm_block4_i8 : avx2::spmm_block4_i8,
-                     vnni ? "avx512_vnni" : "avx2"};
+                     vnni ? "avx512_vnni" : "avx2", !vnni};
 }
 
 }  // namespace avx512
