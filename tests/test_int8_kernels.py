@@ -243,6 +243,25 @@ def test_int8_most_negative_weight_stays_exact(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_int8_first_use_from_many_threads(isa):
+    # The AVX2 kernel's split copy of the weights is built on first use (std::call_once): threads that arrive
+    # together must all get it whole (matmul releases the GIL).
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(31)
+    w = sparse_weight(rng, 96, 256, density=0.3, block=True)  # full-range weights: many blocks need the split
+    x = rng.standard_normal((256, 70)).astype(np.float32)
+    expected = int8_reference(quantize_weight_int8(w), 96, x)
+    tol = np.spacing(np.abs(expected).astype(np.float32))
+    for _ in range(3):
+        lin = kernels.pack_int8(w)
+        with ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(lambda _: lin.matmul(x, isa=isa, num_threads=2), range(8)))
+        for y in outs:
+            assert np.all(np.abs(y - expected) <= tol)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_int8_error_within_the_quantization_bound(isa):
     # |W x - y| <= sum |w| * step_x / 2 + sum |x| * step_w / 2 (+ the product of the two half steps), per entry:
     # the bound the two roundings allow; the float result must respect it.
