@@ -162,18 +162,19 @@ def test_block4_int8_arrays_are_checked_before_cpp(case, fragment):
 
 
 def test_quantized_checkpoints_are_refused_clearly(tmp_path):
+    """What qat.py cannot read (tests/test_qat_import.py covers what it can): quantized tensors outside torch's
+    quantized modules, and transformers' quantization_config (bitsandbytes, GPTQ, ...)."""
     import json
 
     import warnings
 
     model = make_model("base", num_hidden_layers=1)
+    odd = copy.deepcopy(model)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization and its tensors are deprecated, still shipped
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
-                                                           dtype=torch.qint8)
-    with pytest.raises(sparsebert.UnsupportedModelError, match="torch-quantized weights"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sparsebert.export(quantized, tmp_path / "a.sbert", verbose=False)
+        warnings.simplefilter("ignore")  # torch's quantized tensors are deprecated, still shipped
+        odd.pooler.dense.register_buffer("packed", torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8))
+    with pytest.raises(sparsebert.UnsupportedModelError, match="torch-quantized weights that sparsebert cannot read"):
+        sparsebert.export(odd, tmp_path / "a.sbert", verbose=False)
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt, safe_serialization=True)
     config = json.loads((ckpt / "config.json").read_text())

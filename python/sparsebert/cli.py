@@ -134,6 +134,10 @@ def _info(args: argparse.Namespace) -> int:
     compaction = describe_compaction(c)
     if compaction:
         print(compaction)
+    if isinstance(producer.get("quantized_checkpoint"), dict):
+        from .export.exporter import _describe_grid
+
+        print(_describe_grid(producer["quantized_checkpoint"]))
     if isinstance(producer.get("calibration"), dict):
         from .export.exporter import _describe_calibration
 

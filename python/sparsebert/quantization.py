@@ -13,15 +13,18 @@ import numpy as np
 
 from .packing import pack_arrays
 
-INT8_MAX = 127  # symmetric: -128 is never used, so negating a weight never overflows
+INT8_MAX = 127  # symmetric: the scales chosen here never give -128 (a quantized checkpoint's grid may hold it)
 MAX_INT8_COLS = 32768  # keeps the kernel's int32 sums exact (PackedLinear::kInt8MaxCols)
 
 
-def quantize_weight_int8(weight: Any) -> dict[str, Any]:
+def quantize_weight_int8(weight: Any, scales: Any = None) -> dict[str, Any]:
     """``weight`` (float32 [N, K]) as s8 4-blocks: ``block_ptr``, ``block_col``, ``block_values`` (int8
     [blocks, 4]), ``scales`` (float32 [N], row r's weights ~= scales[r] * block_values), and the report figures
     ``block_fill`` (nonzero weights / stored weights), ``max_abs_error`` (largest |w - dequantized w|) and
-    ``relative_error`` (RMS of w - dequantized w over RMS of w)."""
+    ``relative_error`` (RMS of w - dequantized w over RMS of w).
+
+    ``scales`` (float32 [N], optional): rows with a finite scale already lie on that int8 grid (a quantized
+    checkpoint, export/qat.py) and keep it, -128 included; NaN rows get the symmetric scale chosen here."""
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {weight.shape}")
@@ -29,13 +32,30 @@ def quantize_weight_int8(weight: Any) -> dict[str, Any]:
         raise ValueError(f"int8 layers take at most {MAX_INT8_COLS} input columns, got {weight.shape[1]}")
     arrays = pack_arrays(weight, "block4")
     ptr, values = arrays["block_ptr"], arrays["block_values"]
-    peak = np.abs(weight).max(axis=1)
-    scales = (peak / INT8_MAX).astype(np.float32)
+    peak = np.abs(weight).max(axis=1) if weight.size else np.zeros(weight.shape[0], np.float32)
+    chosen = (peak / INT8_MAX).astype(np.float32)
+    given = np.zeros(weight.shape[0], bool)
+    if scales is not None:
+        scales = np.asarray(scales, dtype=np.float32)
+        if scales.shape != (weight.shape[0],):
+            raise ValueError(f"scales must have one value per row ({weight.shape[0]}), got shape {scales.shape}")
+        given = np.isfinite(scales)
+        chosen = np.where(given, scales, chosen).astype(np.float32)
+        if (chosen[given] <= 0).any():
+            raise ValueError("given scales must be > 0")
+    scales = chosen
     # A row of zeros keeps scale 0: its s8 values are all 0 and it contributes only its bias.
     divisor = np.where(scales > 0, scales, np.float32(1))
     row_of_block = np.repeat(np.arange(weight.shape[0]), np.diff(ptr))
     q = np.rint(values / divisor[row_of_block, None])
-    q = np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8)
+    on_grid = given[row_of_block]
+    if on_grid.any():
+        # The checkpoint's integers come back exactly; anything else means the weights are not on their grid.
+        grid_q = q[on_grid]
+        off = np.abs(grid_q * divisor[row_of_block[on_grid], None] - values[on_grid]) > 1e-6 * np.abs(values[on_grid])
+        if off.any() or grid_q.min() < -INT8_MAX - 1 or grid_q.max() > INT8_MAX:
+            raise ValueError("weights do not lie on the int8 grid of their given scales")
+    q = np.clip(q, np.where(on_grid, -INT8_MAX - 1, -INT8_MAX)[:, None], INT8_MAX).astype(np.int8)
     stored = q.size
     dequantized = q.astype(np.float32) * scales[row_of_block, None]
     return {

@@ -67,11 +67,13 @@ def _whole_quads(removable: np.ndarray) -> np.ndarray:
 
 
 def compact(items: dict[str, Any], config: dict[str, Any],
-            packs_as_block4: Callable[[np.ndarray], bool] = lambda w: False) -> list[LayerCompaction]:
+            packs_as_block4: Callable[[np.ndarray], bool] = lambda w: False,
+            row_scales: dict[str, np.ndarray] | None = None) -> list[LayerCompaction]:
     """Compacts the mapped encoder tensors in place (see the module doc); returns what each layer kept and adds
     `layer_heads` / `layer_intermediate` to ``config`` when anything was removed. ``packs_as_block4(weight)``
     says whether the exporter will pack a matrix as block4. Linears whose weights were missing (None: the
-    mapper reports them) are left alone."""
+    mapper reports them) are left alone. ``row_scales`` (a quantized checkpoint's per-row scales by linear name,
+    qat.py) lose the rows their linears lose."""
     h, heads = config["hidden_size"], config["num_attention_heads"]
     dh = h // heads
     act = config["hidden_act"]
@@ -112,6 +114,9 @@ def compact(items: dict[str, Any], config: dict[str, Any],
         items[f"{p}.attention.output"] = (np.ascontiguousarray(w_out[:, head_rows]), b_out.astype(np.float32))
         items[f"{p}.ffn.up"] = (np.ascontiguousarray(w_up[keep_n]), np.ascontiguousarray(b_up[keep_n]))
         items[f"{p}.ffn.down"] = (np.ascontiguousarray(w_down[:, keep_n]), b_down.astype(np.float32))
+        for name, rows in ((f"{p}.attention.qkv", qkv_rows), (f"{p}.ffn.up", keep_n)):
+            if row_scales and name in row_scales:
+                row_scales[name] = row_scales[name][rows]
         result.append(LayerCompaction(i, int(keep_heads.sum()), heads, int(keep_n.sum()), len(keep_n)))
     if any(r.heads_removed or r.neurons_removed for r in result):
         config["layer_heads"] = [r.heads_kept for r in result]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
 from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
 from ..quantization import quantize_weight_int8
-from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert
+from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert, qat
 from .sentence_transformers_config import sentence_config
 from .report import ExportReport, LinearRow
 
@@ -87,6 +89,8 @@ def export(
     config.update(sentence_keys)
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
     items = mapper.encoder_tensors(checkpoint, config)
+    # A quantized checkpoint's int8 grid (qat.py), kept for the linears int8 export packs.
+    row_scales = qat.layer_row_scales(checkpoint.weight_scales, checkpoint.family, config["num_hidden_layers"])
     def float_layout(stats: dict[str, Any]) -> str:
         return choose_layout(stats, dense_below) if layout == "auto" else layout
 
@@ -95,14 +99,15 @@ def export(
             # Compaction consults this for encoder-layer projections only, which int8 packs as 4-blocks.
             return quantize == "int8" or float_layout(analyze(weight)) in ("block4", "block4_int8")
 
-        compaction.compact(items, config, packs_as_block4)
+        compaction.compact(items, config, packs_as_block4, row_scales)
 
     def chosen_layout(name: str, stats: dict[str, Any]) -> str:
         return "block4_int8" if quantize == "int8" and name.startswith(INT8_PREFIX) else float_layout(stats)
 
-    tensors, rows = _pack_items(items, chosen_layout)
+    tensors, rows = _pack_items(items, chosen_layout, row_scales)
 
-    notes = [n for n in (compaction.describe(config), sentence_note) if n]
+    grid = _grid_summary(checkpoint.weight_scales, row_scales, quantize)
+    notes = [n for n in (compaction.describe(config), sentence_note, grid and _describe_grid(grid)) if n]
     report = ExportReport(rows, notes="\n".join(notes) or None)
     producer = {
         "name": "sparsebert",
@@ -113,6 +118,8 @@ def export(
         "dense_below": dense_below,
         "compact": compact,
     }
+    if grid:
+        producer["quantized_checkpoint"] = grid
     if quantize == "int8":
         from .calibration import calibrate
 
@@ -148,9 +155,11 @@ def export(
     return report
 
 
-def _pack_items(items: dict[str, Any], chosen_layout) -> tuple[dict[str, Any], list[LinearRow]]:
+def _pack_items(items: dict[str, Any], chosen_layout,
+                row_scales: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[LinearRow]]:
     """The file's tensors and one report row per linear, each linear packed in ``chosen_layout(name, stats)``
-    (stats: ``packing.analyze`` of its weight)."""
+    (stats: ``packing.analyze`` of its weight); int8 linears take their per-row scales from ``row_scales``
+    where a quantized checkpoint set them."""
     tensors, rows = {}, []
     for name, item in items.items():
         if not isinstance(item, tuple):
@@ -161,7 +170,7 @@ def _pack_items(items: dict[str, Any], chosen_layout) -> tuple[dict[str, Any], l
         chosen = chosen_layout(name, stats)
         weight_error = None
         if chosen == "block4_int8":
-            q = quantize_weight_int8(weight)
+            q = quantize_weight_int8(weight, (row_scales or {}).get(name))
             packed = {k: q[k] for k in ("block_ptr", "block_col", "block_values", "scales")}
             block_fill, weight_error = q["block_fill"], q["relative_error"]
         else:
@@ -180,6 +189,28 @@ def _pack_items(items: dict[str, Any], chosen_layout) -> tuple[dict[str, Any], l
             weight_error=weight_error,
         ))
     return tensors, rows
+
+
+def _grid_summary(weight_scales: dict[str, Any], row_scales: dict[str, Any], quantize: str | None) -> dict | None:
+    """What an export kept of a quantized checkpoint's int8 grid (qat.py), for the file and the report."""
+    if not weight_scales:
+        return None
+    if quantize != "int8":
+        return {"linears": len(weight_scales), "int8": False}
+    return {"linears": len(row_scales), "int8": True, "rows": sum(len(v) for v in row_scales.values()),
+            "rows_regridded": sum(int(np.isnan(v).sum()) for v in row_scales.values())}
+
+
+def _describe_grid(summary: dict[str, Any]) -> str:
+    if not summary["int8"]:
+        return (f"quantized checkpoint: {summary['linears']} linears exported in float with the weights they compute "
+                "with; quantize='int8' keeps them on their int8 grid")
+    text = (f"quantized checkpoint: {summary['linears']} encoder linears keep its int8 weights and scales; "
+            "activations are quantized per token at run time (its activation scales are not used)")
+    if summary["rows_regridded"]:
+        text += (f"; {summary['rows_regridded']} of {summary['rows']} rows were not on a grid int8 can hold "
+                 "(asymmetric, or not quantized) and were quantized on a symmetric grid of sparsebert's")
+    return text
 
 
 def _describe_calibration(result: dict[str, Any]) -> str:

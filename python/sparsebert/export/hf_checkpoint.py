@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,9 @@ class Checkpoint:
     architecture: str  # the transformers class name (or the one inferred from the weights)
     source: str  # for messages and the file's producer record
     prefixed: bool  # whether the source named encoder weights "<family>.*"
+    # Quantized checkpoints (qat.py): weight name -> float32 scale per output row of the int8 grid its weight
+    # (already dequantized in `weights`) lies on.
+    weight_scales: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -100,27 +103,35 @@ def _architecture_of_class(model: Any) -> str:
 def _load_model_object(model: Any) -> Checkpoint:
     import torch
 
+    from . import qat
+
     architecture = _architecture_of_class(model)
     family, head = ARCHITECTURES[architecture]
-    raw = {}
-    for name, tensor in model.state_dict().items():
-        # torch's quantized modules (quantize_dynamic, QAT convert) keep int8 weights in packed parameters or
-        # quantized tensors, whose scales sparsebert cannot read: say so instead of reporting missing weights.
-        if "_packed_params" in name or (torch.is_tensor(tensor) and tensor.is_quantized):
-            raise UnsupportedModelError(
-                f"{type(model).__name__} holds torch-quantized weights ({name}); export the float model "
-                "(before quantization or QAT convert) with quantize='int8'")
-        if torch.is_tensor(tensor) and tensor.is_floating_point():
-            # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
-            raw[name] = tensor.detach().to("cpu", torch.float32).numpy()
-    weights, prefixed = canonical_weights(raw, family)
     name = getattr(model.config, "_name_or_path", "") or ""
     source = f"{type(model).__name__}" + (f" ({name})" if name else "")
-    return Checkpoint(model.config.to_dict(), weights, family, head, architecture, source, prefixed)
+    raw, scales, read = qat.torch_quantized_modules(model)
+    covered = tuple(m + "._packed_params." for m in read)
+    zero_points = set(qat.zero_point_names(model.state_dict()))
+    for key, tensor in model.state_dict().items():
+        if key.startswith(covered):
+            continue
+        # Anything else quantized (a custom packing) has scales sparsebert does not know how to read: say so
+        # instead of reporting missing weights.
+        if "_packed_params" in key or (torch.is_tensor(tensor) and tensor.is_quantized):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} holds torch-quantized weights that sparsebert cannot read ({key}); "
+                "export the float model (before quantization or QAT convert) with quantize='int8'")
+        if torch.is_tensor(tensor) and (tensor.is_floating_point() or key in zero_points):
+            # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
+            raw[key] = tensor.detach().to("cpu", torch.float32).numpy()
+    scales.update(qat.fake_quantized(raw, qat.fake_quant_ranges(model), source))
+    weights, prefixed = canonical_weights(raw, family)
+    return Checkpoint(model.config.to_dict(), weights, family, head, architecture, source, prefixed,
+                      canonical_weights(scales, family)[0])
 
 
 def _load_directory(path: str) -> Checkpoint:
-    from . import hf_config  # the config checks live with the config mapping
+    from . import hf_config, qat  # the config checks live with the config mapping
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such checkpoint directory: {path}")
@@ -140,11 +151,13 @@ def _load_directory(path: str) -> Checkpoint:
     family = hf_config.family_of(config, path)
     hf_config.check_hf_config(config, family, path)
     architecture = _architecture_of_config(config, family, path)
-    weights, prefixed = canonical_weights(_read_weights(path), family)
+    raw = _read_weights(path)
+    scales = qat.fake_quantized(raw, None, path)
+    weights, prefixed = canonical_weights(raw, family)
     if architecture is None:
         architecture = architecture_of_weights(weights, family)
     head = ARCHITECTURES[architecture][1]
-    return Checkpoint(config, weights, family, head, architecture, path, prefixed)
+    return Checkpoint(config, weights, family, head, architecture, path, prefixed, canonical_weights(scales, family)[0])
 
 
 def _architecture_of_config(config: dict[str, Any], family: str, path: str) -> str | None:
@@ -236,4 +249,8 @@ def _read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
         raise UnsupportedModelError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict):
         raise UnsupportedModelError(f"{path} does not hold a state dict")
-    return {n: t.to(torch.float32).numpy() for n, t in state.items() if torch.is_tensor(t) and t.is_floating_point()}
+    from .qat import zero_point_names
+
+    keep = set(zero_point_names(state))  # integer, but read by qat.py
+    return {n: t.to(torch.float32).numpy() for n, t in state.items()
+            if torch.is_tensor(t) and (t.is_floating_point() or n in keep)}
