@@ -123,6 +123,32 @@ def test_minilm_export_from_checkpoint_dir(minilm_dir, minilm_batch, tmp_path):
     assert_matches_torch(out, ref, minilm_batch["attention_mask"], what="MiniLM from dir")
 
 
+@pytest.mark.parametrize("variant", ["block4_90", "unstructured90"])
+def test_hidden_states_match_torch(variant, isa, minilm_exports, minilm_dir, minilm_batch):
+    """output_hidden_states: the embeddings' output and every layer's, as transformers gives them, on the real
+    MiniLM weights (compacted: some layers lost heads or neurons, the hidden size stays)."""
+    import torch
+
+    from sparsebert.pruning import prune_bert_
+
+    path, _, _ = minilm_exports[variant]
+    sparsity, block, _ = MINILM_VARIANTS[variant]
+    model = load_minilm(minilm_dir)
+    prune_bert_(model, sparsity, block)
+    with torch.no_grad():
+        expected = model(**{k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in minilm_batch.items()},
+                         output_hidden_states=True).hidden_states
+    out = SparseEngine.load(path, isa=isa).run(minilm_batch, output_hidden_states=True)
+    states = out["hidden_states"]
+    assert states.dtype == np.float32 and states.shape == (7, *minilm_batch["input_ids"].shape, 384)
+    for i, reference in enumerate(expected):
+        assert_close_unpadded(states[i], reference.numpy(), minilm_batch["attention_mask"], what=f"hidden state {i}")
+    np.testing.assert_array_equal(states[-1], out["last_hidden_state"])
+    assert "hidden_states" not in SparseEngine.load(path).run(minilm_batch)  # only when asked for
+    with pytest.raises(TypeError, match="output_hidden_states"):
+        SparseEngine.load(path).run(minilm_batch, output_hidden_states=1)
+
+
 def test_minilm_padding_does_not_leak(minilm_exports, minilm_batch):
     # Each sentence alone (no padding) gives the same result as inside the padded batch.
     path, _, _ = minilm_exports["unstructured90"]

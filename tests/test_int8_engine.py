@@ -94,6 +94,21 @@ def test_int8_file_round_trip_and_report(tmp_path):
     calibration = packed.producer["calibration"]
     assert calibration["inputs"].startswith("random tokens")
     assert calibration["min_token_cosine"] > 0.99 and calibration["argmax_agreement"] >= 0.9
+    # Per layer: the int8 hidden state after each layer against the fp32 one, recomputed here from the int8 file
+    # and a float export of the same model on the calibration's random tokens.
+    layers = calibration["layers"]
+    assert len(layers) == 2 and layers[-1]["min_token_cosine"] == calibration["min_token_cosine"]
+    float_path = tmp_path / "f.sbert"
+    sparsebert.export(model, float_path, verbose=False)
+    ids = np.random.default_rng(0).integers(1, 97, size=(16, 80))
+    ours = SparseEngine.load(path).run({"input_ids": ids}, output_hidden_states=True)["hidden_states"]
+    theirs = SparseEngine.load(float_path).run({"input_ids": ids}, output_hidden_states=True)["hidden_states"]
+    for i, layer in enumerate(layers):
+        rms = np.sqrt(np.square(ours[i + 1] - theirs[i + 1], dtype=np.float64).sum() /
+                      np.square(theirs[i + 1], dtype=np.float64).sum())
+        assert 0 < layer["relative_rms"] < 0.05
+        assert layer["relative_rms"] == pytest.approx(rms, rel=1e-3), i
+    float_path.unlink()
     assert "int8 vs fp32" in str(report)
     out = SparseEngine.load(path).run(random_inputs(97, [9, 4]))
     assert np.isfinite(out["logits"]).all()
@@ -134,6 +149,7 @@ def test_cli_quantize(tmp_path, capsys):
     assert main(["info", str(tmp_path / "q.sbert")]) == 0
     out = capsys.readouterr().out
     assert "block4_int8" in out and "int8 vs fp32 on random tokens" in out and "weight error" in out
+    assert "hidden state after each layer:\n  layer 0: relative RMS difference" in out
     assert main(["export", str(ckpt), str(tmp_path / "x.sbert"), "--calibration", "t.txt"]) == 2
 
 

@@ -212,7 +212,8 @@ void register_encoder(py::module_& m) {
       .def(py::init(&build_encoder), py::arg("config"), py::arg("tensors"), py::arg("num_threads"), py::arg("isa"))
       .def(
           "run",
-          [](Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types) {
+          [](Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types,
+             bool hidden_states) {
             auto a = input_array(ids, "input_ids");
             auto b = input_array(mask, "attention_mask");
             auto c = input_array(types, "token_type_ids");
@@ -225,13 +226,14 @@ void register_encoder(py::module_& m) {
             {
               py::gil_scoped_release release;
               out = e.run(a.data(), b.data(), c.data(), static_cast<int32_t>(a.shape(0)),
-                          static_cast<int32_t>(a.shape(1)));
+                          static_cast<int32_t>(a.shape(1)), hidden_states);
             }
             py::dict result;
             for (auto& kv : out) result[py::str(kv.first)] = to_numpy(std::move(kv.second));
             return result;
           },
-          py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"))
+          py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"),
+          py::arg("hidden_states") = false)
       .def_property("profiling", &Encoder::profiling, &Encoder::set_profiling,
                     "When True, run() times each op; read the times with last_profile().")
       .def("last_profile", &Encoder::last_profile,

@@ -88,7 +88,8 @@ void Encoder::layer_norm(const LayerNormWeights& w, TileMatrix& x) {
 }
 
 std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32_t* attention_mask,
-                                           const int32_t* token_type_ids, int32_t batch, int32_t seq) {
+                                           const int32_t* token_type_ids, int32_t batch, int32_t seq,
+                                           bool hidden_states) {
   check_inputs(input_ids, attention_mask, token_type_ids, batch, seq);
   std::lock_guard<std::mutex> lock(run_mutex_);
   const int32_t tokens = batch * seq;
@@ -113,6 +114,17 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
   }
   embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, positions_.data(), tokens, hidden_);
   mark("embeddings");
+  std::map<std::string, Output> out;
+  float* states = nullptr;  // the next [batch, seq, hidden] slot of "hidden_states"
+  const std::size_t state_size = static_cast<std::size_t>(tokens) * hidden;
+  if (hidden_states) {
+    Output& all = out["hidden_states"];
+    all.shape = {static_cast<int64_t>(layers_.size()) + 1, batch, seq, hidden};
+    all.data.resize((layers_.size() + 1) * state_size);
+    states = all.data.data();
+    copy_out(hidden_, states);
+    states += state_size;
+  }
   const int32_t head_dim = hidden / config_.heads;
   for (const EncoderLayer& layer : layers_) {
     const AttentionShape shape{batch, seq, layer.heads, head_dim};
@@ -136,9 +148,13 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     }
     layer_norm(layer.ffn_ln, hidden_);
     mark("layer_norm");
+    if (states) {
+      copy_out(hidden_, states);
+      states += state_size;
+      mark("hidden_states");
+    }
   }
 
-  std::map<std::string, Output> out;
   Output& last = out["last_hidden_state"];
   last.shape = {batch, seq, hidden};
   last.data.resize(static_cast<std::size_t>(tokens) * hidden);

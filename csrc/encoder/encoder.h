@@ -70,8 +70,11 @@ class Encoder {
           int num_threads, const std::string& isa);
 
   // Inputs are batch*seq row-major values. Checks ranges (std::invalid_argument) before computing.
+  // With hidden_states, the output also holds "hidden_states" [layers + 1, batch, seq, hidden]: the embeddings'
+  // output, then each layer's (the last is last_hidden_state), as transformers' output_hidden_states.
   std::map<std::string, Output> run(const int32_t* input_ids, const int32_t* attention_mask,
-                                    const int32_t* token_type_ids, int32_t batch, int32_t seq);
+                                    const int32_t* token_type_ids, int32_t batch, int32_t seq,
+                                    bool hidden_states = false);
 
   // When on, run() records the wall time of each op (summed over layers) into last_profile().
   void set_profiling(bool on) { profiling_ = on; }

@@ -148,14 +148,19 @@ class SparseEngine:
 
     # ------------------------------------------------------------------------------------ running
 
-    def run(self, inputs: Mapping[str, Any] | Sequence[Any]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, Any] | Sequence[Any], output_hidden_states: bool = False
+            ) -> dict[str, np.ndarray]:
         """Encode a batch.
 
         ``inputs``: a dict keyed by ``input_names`` or a list/tuple in that order; only
         ``input_ids`` is required ([batch, seq] integers); ``attention_mask`` defaults
         to ones and ``token_type_ids`` to zeros.  Returns float32 arrays keyed by
-        ``output_names``.
+        ``output_names``; with ``output_hidden_states``, also ``hidden_states``
+        [layers + 1, batch, seq, hidden]: the embeddings' output, then each layer's
+        (transformers' ``output_hidden_states``, stacked; the last is ``last_hidden_state``).
         """
+        if not isinstance(output_hidden_states, bool):
+            raise TypeError(f"output_hidden_states must be True or False, got {output_hidden_states!r}")
         named = self._name_inputs(inputs)
         ids, mask, types = (self._check_input(n, named.get(n)) for n in INPUT_NAMES)
         shape = ids.shape
@@ -179,8 +184,9 @@ class SparseEngine:
         types = np.zeros(shape, np.int32) if types is None else _to_int32(types)
         ids = _to_int32(ids)
         # The C++ encoder serialises concurrent runs itself (one set of scratch buffers per engine).
-        out = self._encoder.run(ids, mask, types)
-        return {name: out[name] for name in self._output_names}
+        out = self._encoder.run(ids, mask, types, output_hidden_states)
+        names = [*self._output_names, *(["hidden_states"] if output_hidden_states else [])]
+        return {name: out[name] for name in names}
 
     def profile(self, inputs: Mapping[str, Any] | Sequence[Any], runs: int = 10) -> dict[str, float]:
         """Mean wall time in milliseconds of each op of ``run(inputs)`` over ``runs`` runs, each op summed over

@@ -63,15 +63,26 @@ def _inputs(config: dict[str, Any], engine: Any, tokenizer_text: str | None,
 
 
 def _agreement(engines: dict[str, Any], batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The whole model's agreement (last hidden state, logits) and, per encoder layer, how far the int8 hidden
+    state after that layer is from the fp32 one: ``layers`` [{relative_rms, min_token_cosine}], which shows where
+    the error enters and how it grows."""
     cosines, worst, agree, total = [], 0.0, 0, 0
+    layer_error = layer_norm = layer_cosine = None
     for inputs in batches:
-        a, b = engines["int8"].run(inputs), engines["fp32"].run(inputs)
+        a = engines["int8"].run(inputs, output_hidden_states=True)
+        b = engines["fp32"].run(inputs, output_hidden_states=True)
         mask = inputs.get("attention_mask", np.ones(inputs["input_ids"].shape, np.int64)).astype(bool)
-        x = a["last_hidden_state"][mask].astype(np.float64)
-        y = b["last_hidden_state"][mask].astype(np.float64)
-        norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-        cosines.append((x * y).sum(axis=1) / np.maximum(norms, 1e-30))
-        worst = max(worst, float(np.abs(x - y).max()))
+        x = a["hidden_states"][1:, mask].astype(np.float64)  # [layers, tokens, hidden]
+        y = b["hidden_states"][1:, mask].astype(np.float64)
+        token_cos = _cosine(x, y)
+        cosines.append(token_cos[-1])
+        worst = max(worst, float(np.abs(x[-1] - y[-1]).max()))
+        error, norm = np.square(x - y).sum(axis=(1, 2)), np.square(y).sum(axis=(1, 2))
+        low = token_cos.min(axis=1)
+        if layer_error is None:
+            layer_error, layer_norm, layer_cosine = error, norm, low
+        else:
+            layer_error, layer_norm, layer_cosine = layer_error + error, layer_norm + norm, np.minimum(layer_cosine, low)
         if "logits" in a:
             la, lb = a["logits"], b["logits"]
             if la.ndim == 3:  # token classification: unpadded tokens
@@ -82,4 +93,11 @@ def _agreement(engines: dict[str, Any], batches: list[dict[str, np.ndarray]]) ->
     result = {"min_token_cosine": float(cos.min()), "mean_token_cosine": float(cos.mean()), "max_abs_diff": worst}
     if total:
         result["argmax_agreement"] = agree / total
+    result["layers"] = [{"relative_rms": float(np.sqrt(e / n)) if n > 0 else 0.0, "min_token_cosine": float(c)}
+                        for e, n, c in zip(layer_error, layer_norm, layer_cosine)]
     return result
+
+
+def _cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
+    return (x * y).sum(axis=-1) / np.maximum(norms, 1e-30)

@@ -218,6 +218,11 @@ def _describe_calibration(result: dict[str, Any]) -> str:
             f"mean {result['mean_token_cosine']:.5f}; max |difference| {result['max_abs_diff']:.3g}")
     if "argmax_agreement" in result:
         text += f"; argmax agreement {result['argmax_agreement']:.1%}"
+    layers = result.get("layers")  # files written before the per-layer figures have none
+    if layers:
+        text += "\nint8 vs fp32 hidden state after each layer:" + "".join(
+            f"\n  layer {i}: relative RMS difference {layer['relative_rms']:.2%}, token cosine min "
+            f"{layer['min_token_cosine']:.4f}" for i, layer in enumerate(layers))
     return text
 
 
