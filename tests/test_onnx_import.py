@@ -189,3 +189,26 @@ def test_optimum_files(family, tmp_path):
         mine, ref = (ours[key][keep], value[keep]) if ours[key].ndim >= 2 and ours[key].shape[1] == 30 else \
             (ours[key], value)
         np.testing.assert_allclose(mine, ref, atol=1e-4, err_msg=f"{family}/{key}")
+
+
+def test_onnx_source_exported_as_int8(tmp_path):
+    """The ONNX Runtime check compares the graph with what it computes, the fp32 packing; the int8 file that is
+    written runs its weights as int8 (calibrated against that fp32 twin)."""
+    model = make_family_model("Bert", "ForSequenceClassification", seed=9, sparsity=0.9, block=4)
+    path = onnx_export(model, tmp_path / "onnx")
+    out = tmp_path / "q.sbert"
+    report = sparsebert.export(path, out, verbose=False, quantize="int8")
+    assert "checked against ONNX Runtime on the same file" in report.notes
+    worst = float(report.notes.split("checked against ONNX Runtime on the same file: max |difference| ")[1].split()[0])
+    assert worst <= 1e-4  # the fp32 twin, not the int8 file, is what the graph is compared with
+    packed = sparsebert.format.read_model(out)
+    assert {meta["layout"] for name, meta in packed.linears.items() if name.startswith("layers.")} == {"block4_int8"}
+    assert packed.producer["calibration"]["min_token_cosine"] > 0.99
+    inputs = family_inputs("Bert", [12, 6], seed=4)
+    ours = SparseEngine.load(out).run(inputs)["last_hidden_state"]
+    theirs = torch_reference(model, inputs)["last_hidden_state"]
+    keep = inputs["attention_mask"].astype(bool)
+    cosine = (ours[keep] * theirs[keep]).sum(-1) / np.linalg.norm(ours[keep], axis=-1) / np.linalg.norm(
+        theirs[keep], axis=-1)
+    assert cosine.min() > 0.99
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx", "q.sbert"]  # no staging or calibration files

@@ -138,15 +138,22 @@ def export(
         from .onnx_import import check_against_onnxruntime
 
         staging = os.fspath(out_path) + ".checking"
+        # The graph computes in float: with quantize="int8" its fp32 twin is the packing it must agree with.
+        checked = (twin_meta, twin) if quantize == "int8" else (report.linears_meta(), tensors)
         try:
-            write_model(staging, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
+            write_model(staging, config, *checked, producer, tokenizer=tokenizer_text)
             worst = check_against_onnxruntime(os.fspath(source), staging)
-            os.replace(staging, out_path)
+            if quantize == "int8":
+                write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
+            else:
+                os.replace(staging, out_path)
         finally:
             if os.path.exists(staging):
                 os.remove(staging)
         note = ("checked against ONNX Runtime on the same file: max |difference| "
                 f"{worst:.2g}" if worst is not None else "not checked against ONNX Runtime (not installed)")
+        if quantize == "int8":
+            note = "the fp32 twin " + note
         report.notes = "\n".join(n for n in (report.notes, note) if n)
     report.path = os.fspath(out_path)
     report.file_bytes = os.path.getsize(out_path)
