@@ -99,7 +99,7 @@ def test_quantized_graph_is_refused(tmp_path):
     path = onnx_export(model, tmp_path / "onnx")
     quantized = tmp_path / "onnx" / "quantized.onnx"
     quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
-    with pytest.raises(UnsupportedModelError, match="quantized"):
+    with pytest.raises(UnsupportedModelError, match="operator-oriented quantized graph.*MatMulInteger.*QDQ format"):
         sparsebert.export(quantized, tmp_path / "m.sbert", verbose=False)
 
 
@@ -212,3 +212,64 @@ def test_onnx_source_exported_as_int8(tmp_path):
         theirs[keep], axis=-1)
     assert cosine.min() > 0.99
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx", "q.sbert"]  # no staging or calibration files
+
+
+def _qdq_graph(model, directory, per_channel):
+    """The model's graph quantized statically by ONNX Runtime in the QDQ format: int8 weights (per tensor or per
+    output channel) and u8 activations, each behind a DequantizeLinear."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Inputs(CalibrationDataReader):
+        def __init__(self):
+            self.batches = [family_inputs("Bert", [12, 7], seed=s) for s in range(3)]
+
+        def get_next(self):
+            return self.batches.pop() if self.batches else None
+
+    path = onnx_export(model, directory)
+    quantized = directory / f"qdq{int(per_channel)}.onnx"
+    quantize_static(str(path), str(quantized), Inputs(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    return quantized
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_graph_keeps_its_int8_weights_and_scales(per_channel, tmp_path):
+    from onnx import numpy_helper
+    from sparsebert.bench.models import dense_weight
+
+    model = make_family_model("Bert", "ForSequenceClassification", seed=11, sparsity=0.9, block=4)
+    path = _qdq_graph(model, tmp_path / "onnx", per_channel)
+    graph = onnx.load(str(path)).graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    dequantize = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    out = tmp_path / "q.sbert"
+    report = sparsebert.export(path, out, verbose=False, quantize="int8", compact=False)
+    assert "8 encoder linears keep its int8 weights and scales" in report.notes
+    assert "activation QuantizeLinear / DequantizeLinear pairs removed" in report.notes  # the check passed
+    packed = read_model(out)
+    for node in graph.node:
+        if node.op_type != "MatMul" or "/encoder/layer.0/intermediate/dense/" not in node.name:
+            continue
+        dq = dequantize[node.input[1]]
+        integers = initializers[dq.input[0]].T.astype(np.float32)  # MatMul takes [K, N]
+        scale = np.broadcast_to(initializers[dq.input[1]], integers.shape[:1]).astype(np.float32)
+        arrays = dict(packed.linear_arrays("layers.0.ffn.up"))
+        np.testing.assert_array_equal(arrays["scales"], scale)
+        arrays["scales"] = np.ones_like(scale)
+        np.testing.assert_array_equal(dense_weight("block4_int8", arrays, integers.shape), integers)
+        break
+    else:
+        raise AssertionError("no FFN-up MatMul in the graph")
+    # Against the float model the graph was quantized from (ONNX Runtime's own run of the QDQ graph clips
+    # activations to ranges calibrated on three batches, so it is no reference for other inputs).
+    inputs = family_inputs("Bert", [12, 6], seed=4)
+    ours = SparseEngine.load(out).run(inputs)["last_hidden_state"]
+    theirs = torch_reference(model, inputs)["last_hidden_state"]
+    keep = inputs["attention_mask"].astype(bool)
+    cosine = (ours[keep] * theirs[keep]).sum(-1) / np.linalg.norm(ours[keep], axis=-1) / np.linalg.norm(
+        theirs[keep], axis=-1)
+    assert cosine.min() > 0.99
+    # The float export of the same graph: its dequantized weights in fp32, checked against ONNX Runtime.
+    report = sparsebert.export(path, tmp_path / "f.sbert", verbose=False)
+    assert "exported in float" in report.notes and "pairs removed" in report.notes

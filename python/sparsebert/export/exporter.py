@@ -142,7 +142,7 @@ def export(
         checked = (twin_meta, twin) if quantize == "int8" else (report.linears_meta(), tensors)
         try:
             write_model(staging, config, *checked, producer, tokenizer=tokenizer_text)
-            worst = check_against_onnxruntime(os.fspath(source), staging)
+            worst, stripped = check_against_onnxruntime(os.fspath(source), staging)
             if quantize == "int8":
                 write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
             else:
@@ -154,6 +154,8 @@ def export(
                 f"{worst:.2g}" if worst is not None else "not checked against ONNX Runtime (not installed)")
         if quantize == "int8":
             note = "the fp32 twin " + note
+        if stripped:
+            note += " (its activation QuantizeLinear / DequantizeLinear pairs removed: the weights are compared)"
         report.notes = "\n".join(n for n in (report.notes, note) if n)
     report.path = os.fspath(out_path)
     report.file_bytes = os.path.getsize(out_path)

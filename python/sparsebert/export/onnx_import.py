@@ -6,6 +6,13 @@ self/query/MatMul``), so a MatMul or Gemm with a constant weight, the Add of its
 scale and bias, and an embedding Gather's table give back the ``transformers`` parameter names. The
 transformers ``config.json`` next to the file (or ``config=``) supplies what weights cannot tell (heads,
 activation). Graphs with ops the encoder does not have are refused, naming the node and its op.
+
+Quantized graphs in the QDQ format (ONNX Runtime's ``quantize_static``, QAT exports): a DequantizeLinear of a
+constant is a constant, so weights come out as the values the graph computes with, and a weight whose scale is
+one per output feature (per tensor or per output channel) keeps its integers and scales for ``quantize="int8"``
+(the Checkpoint's ``weight_scales``, as export/qat.py gives for torch checkpoints). QuantizeLinear ->
+DequantizeLinear pairs on activations are looked through; the engine quantizes activations its own way.
+Operator-oriented quantized graphs (MatMulInteger, QLinearMatMul, ...) are refused.
 """
 
 from __future__ import annotations
@@ -21,13 +28,13 @@ from .hf_checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, c
 
 # What the exporters emit for these encoders (opset 11-17+; LayerNorm fused or decomposed, GELU erf or tanh).
 SUPPORTED_OPS = {
-    "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Erf", "Expand", "Flatten",
+    "QuantizeLinear", "DequantizeLinear", "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Erf", "Expand", "Flatten",
     "Gather", "Gemm", "Greater", "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mul",
     "Neg", "Not", "Pow", "Range", "ReduceMean", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
     "Tanh", "Transpose", "Unsqueeze", "Where", "Relu", "CumSum", "Min", "Max", "Sigmoid", "Split",
 }
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear",
-                 "ConvInteger", "QAttention"}
+QUANTIZED_OPS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "ConvInteger", "QAttention",
+                 "QLinearAdd", "QLinearMul", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
 
 # First scope parts of a transformers model's modules: scopes of wrappers around the model come before them.
@@ -45,10 +52,13 @@ def _module_of(node_name: str) -> str | None:
     return ".".join(parts[start:]) if start is not None else None
 
 
-def _constants(graph: Any) -> dict[str, np.ndarray]:
+def _constants(graph: Any, path: str = "") -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Every constant tensor by name (initializers, Constant nodes, Identity copies, DequantizeLinear of
+    constants), and for each dequantized one its integers minus zero point and its scale, both in its shape."""
     from onnx import numpy_helper
 
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for node in graph.node:  # Constant nodes and Identity copies of constants
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -56,28 +66,68 @@ def _constants(graph: Any) -> dict[str, np.ndarray]:
                     values[node.output[0]] = numpy_helper.to_array(attr.t)
         elif node.op_type == "Identity" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
-    return values
+        elif node.op_type == "DequantizeLinear" and all(i in values for i in node.input if i):
+            grids[node.output[0]] = _dequantize(node, values, path)
+            integers, scale = grids[node.output[0]]
+            values[node.output[0]] = (integers * scale).astype(np.float32)
+    return values, grids
+
+
+def _dequantize(node: Any, values: dict[str, np.ndarray], path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x - zero_point, scale) of a constant DequantizeLinear, both broadcast to x's shape (float64)."""
+    attrs = {a.name: a.i for a in node.attribute}
+    if attrs.get("block_size"):
+        raise UnsupportedModelError(f"{path}: {node.name} ({node.op_type}) is block-quantized, which sparsebert "
+                                    "does not read")
+    x = values[node.input[0]].astype(np.float64)
+    scale = values[node.input[1]].astype(np.float64)
+    zero = values[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+    if scale.size > 1:  # per axis: 1-D along `axis`
+        axis = attrs.get("axis", 1) % max(x.ndim, 1)
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.size > 1 else zero
+    return x - zero, np.broadcast_to(scale, x.shape)
+
+
+def _row_scales(grid: tuple[np.ndarray, np.ndarray] | None, transposed: bool) -> np.ndarray | None:
+    """Per-output-row scales of a dequantized weight (``transposed``: stored [K, N] as MatMul takes it), NaN for
+    rows int8 cannot hold; None when its scales vary along K (no per-row grid) or it was not dequantized."""
+    from .qat import int8_rows
+
+    if grid is None or grid[0].ndim != 2:
+        return None
+    integers, scale = (g.T for g in grid) if transposed else grid
+    if scale.size and not (scale == scale[:, :1]).all():
+        return None
+    rows = scale[:, 0] if scale.shape[1] else np.ones(scale.shape[0])
+    if not (np.isfinite(rows).all() and (rows > 0).all()):
+        return None
+    return int8_rows(integers, rows.astype(np.float32))
 
 
 def _check_ops(graph: Any, path: str) -> None:
     quantized = [f"{n.name or '?'} ({n.op_type})" for n in graph.node if n.op_type in QUANTIZED_OPS]
     if quantized:
-        raise UnsupportedModelError(f"{path} is a quantized (QDQ / integer) graph, which needs int8 support "
-                                    f"sparsebert does not have yet: {', '.join(quantized[:5])}")
+        raise UnsupportedModelError(f"{path} is an operator-oriented quantized graph whose integer ops sparsebert "
+                                    f"does not read ({', '.join(quantized[:5])}); quantize it in the QDQ format "
+                                    "(QuantizeLinear / DequantizeLinear) or export the float model")
     unknown = [f"{n.name or '?'} ({n.op_type})" for n in graph.node if n.op_type not in SUPPORTED_OPS]
     if unknown:
         raise UnsupportedModelError(f"{path}: nodes with ops a BERT-family encoder does not have: "
                                     f"{', '.join(unknown[:10])}" + (" ..." if len(unknown) > 10 else ""))
 
 
-def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float | None]:
-    """The ``transformers`` state dict the graph's constants make up, and LayerNormalization's epsilon."""
-    values = _constants(graph)
+def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float | None, dict[str, np.ndarray]]:
+    """The ``transformers`` state dict the graph's constants make up, LayerNormalization's epsilon, and the
+    per-row scales of weights the graph dequantizes (QDQ)."""
+    values, grids = _constants(graph, path)
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     weights: dict[str, np.ndarray] = {}
+    scales: dict[str, np.ndarray] = {}
     eps = None
 
     def put(name: str, value: np.ndarray) -> None:
@@ -85,14 +135,29 @@ def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float |
             raise UnsupportedModelError(f"{path}: two different constants for {name}")
         weights[name] = np.ascontiguousarray(value, dtype=np.float32)
 
+    def put_scales(name: str, grid_name: str, transposed: bool) -> None:
+        rows = _row_scales(grids.get(grid_name), transposed)
+        if rows is not None:
+            scales[name] = rows
+
+    def users(name: str):
+        """The nodes that read a tensor, looking through activation QuantizeLinear -> DequantizeLinear pairs."""
+        for user in consumers.get(name, []):
+            if user.op_type == "QuantizeLinear":
+                for dq in consumers.get(user.output[0], []):
+                    if dq.op_type == "DequantizeLinear":
+                        yield from users(dq.output[0])
+            else:
+                yield user
+
     for node in graph.node:
         module = _module_of(node.name)
-        if module is None:
+        if module is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         if node.op_type == "MatMul" and node.input[1] in values and values[node.input[1]].ndim == 2:
             put(f"{module}.weight", values[node.input[1]].T)
-            bias_add = [c for c in consumers.get(node.output[0], []) if c.op_type == "Add"
-                        and _module_of(c.name) == module]
+            put_scales(f"{module}.weight", node.input[1], transposed=True)
+            bias_add = [c for c in users(node.output[0]) if c.op_type == "Add" and _module_of(c.name) == module]
             for add in bias_add:
                 constant = [values[i] for i in add.input if i in values and values[i].ndim == 1]
                 if constant:
@@ -101,6 +166,7 @@ def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float |
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             w = values[node.input[1]]
             put(f"{module}.weight", w if trans_b else w.T)
+            put_scales(f"{module}.weight", node.input[1], transposed=not trans_b)
             if len(node.input) > 2 and node.input[2] in values:
                 put(f"{module}.bias", values[node.input[2]])
         elif node.op_type == "LayerNormalization":
@@ -118,7 +184,7 @@ def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float |
                 put(f"{module}.weight", constant[0])
             elif constant and node.op_type == "Add":
                 put(f"{module}.bias", constant[0])
-    return weights, eps
+    return weights, eps, scales
 
 
 def load_onnx(path: str, config: Any = None) -> Checkpoint:
@@ -147,7 +213,7 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
             f"{path}: no node names carry module scopes (/bert/encoder/layer.0/...), so the weights cannot be "
             "told apart; the torch.export-based exporter (torch.onnx.export(dynamo=True)) writes such graphs: "
             "export with dynamo=False, or with Optimum")
-    raw, eps = graph_weights(graph, path)
+    raw, eps, raw_scales = graph_weights(graph, path)
     family = config.get("model_type", "bert")
     if family not in ("bert", "roberta", "distilbert"):
         raise UnsupportedModelError(f"{path}: model_type {family!r} is not supported")
@@ -157,21 +223,76 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
     config = dict(config)
     if eps is not None and family != "distilbert":
         config["layer_norm_eps"] = eps
-    return Checkpoint(config, weights, family, ARCHITECTURES[architecture][1], architecture, path, prefixed)
+    return Checkpoint(config, weights, family, ARCHITECTURES[architecture][1], architecture, path, prefixed,
+                      canonical_weights(raw_scales, family)[0])
 
 
-def check_against_onnxruntime(onnx_path: str, sbert_path: str, atol: float = 1e-4) -> float | None:
+def without_activation_quantization(graph: Any) -> bool:
+    """Removes, in place, each QuantizeLinear -> DequantizeLinear pair on a computed tensor (an activation), its
+    readers reading the tensor itself; whether there was any. Weight DequantizeLinears of constants stay."""
+    import onnx
+
+    constant = {init.name for init in graph.initializer}
+    constant |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    renamed, dropped = {}, set()
+    for q in graph.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] in constant or q.output[0] in graph_outputs:
+            continue
+        dqs = readers.get(q.output[0], [])
+        if not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
+            continue
+        dropped.add(id(q))
+        for d in dqs:
+            dropped.add(id(d))
+            renamed[d.output[0]] = q.input[0]
+    if not dropped:
+        return False
+    def source(name: str) -> str:  # through chained pairs (Q -> DQ -> Q -> DQ)
+        while name in renamed:
+            name = renamed[name]
+        return name
+
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = source(name)
+    for name in graph_outputs & renamed.keys():  # a graph output keeps its name
+        kept.append(onnx.helper.make_node("Identity", [source(name)], [name]))
+    del graph.node[:]
+    graph.node.extend(kept)
+    return True
+
+
+def check_against_onnxruntime(onnx_path: str, sbert_path: str, atol: float = 1e-4) -> tuple[float | None, bool]:
     """Runs the ONNX file (ONNX Runtime) and the packed file (sparsebert) on the same random inputs and returns
-    the largest difference over the outputs they share; UnsupportedModelError above ``atol``. None when ONNX
-    Runtime is not installed."""
+    the largest difference over the outputs they share (None when ONNX Runtime is not installed), and whether
+    the graph's activation quantization was removed for the comparison; UnsupportedModelError above ``atol``."""
     try:
         import onnxruntime as ort
     except ImportError:
-        return None
+        return None, False
     from ..engine import SparseEngine
 
     engine = SparseEngine.load(sbert_path, num_threads=1)
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    import onnx
+
+    model = onnx.load(onnx_path)
+    stripped = without_activation_quantization(model.graph)
+    if stripped:
+        # A QDQ graph also rounds its activations (ONNX Runtime runs that); the weights are what is checked. Only
+        # basic optimisations: the extended ones turn DequantizeLinear -> MatMul into integer kernels that
+        # quantize the activations again.
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    else:
+        session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    del model
     rng = np.random.default_rng(0)
     seq = min(16, engine.config["max_position_embeddings"] - 2)
     ids = rng.integers(3, engine.config["vocab_size"], (2, seq), dtype=np.int64)
@@ -204,4 +325,4 @@ def check_against_onnxruntime(onnx_path: str, sbert_path: str, atol: float = 1e-
     if worst > atol:
         raise UnsupportedModelError(f"{onnx_path}: the imported model differs from ONNX Runtime by {worst:.3g} "
                                     f"(> {atol}); the graph is not the encoder sparsebert runs")
-    return worst
+    return worst, stripped

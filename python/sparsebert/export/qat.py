@@ -67,7 +67,7 @@ def fake_quantized(weights: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
         q = np.clip(np.rint(weight.astype(np.float32) * inverse) + zero[:, None], qmin, qmax)
         integers = q - zero[:, None]
         weights[name] = (integers * scale32[:, None]).astype(np.float32)
-        scales[name] = _int8_rows(integers, scale32)
+        scales[name] = int8_rows(integers, scale32)
     for key in [k for k in weights if FAKE_QUANT + "." in k]:
         del weights[key]
     return scales
@@ -112,7 +112,7 @@ def torch_quantized_modules(model: Any) -> tuple[dict[str, np.ndarray], dict[str
             continue
         integers, scale32 = grid
         weights[prefix + "weight"] = (integers * scale32[:, None]).astype(np.float32)
-        scales[prefix + "weight"] = _int8_rows(integers, scale32)
+        scales[prefix + "weight"] = int8_rows(integers, scale32)
     return weights, scales, names
 
 
@@ -149,7 +149,7 @@ def _per_row(value: np.ndarray, rows: int, where: str) -> np.ndarray:
     return value
 
 
-def _int8_rows(integers: np.ndarray, scale32: np.ndarray) -> np.ndarray:
+def int8_rows(integers: np.ndarray, scale32: np.ndarray) -> np.ndarray:
     """The scales, NaN for rows whose integers (q - zero point) int8 cannot hold: a row quantized asymmetrically
     over [0, 255] (torch's fused observer does that to rows with no negative weight). The exporter quantizes
     those rows' weights (the values the network computes with) on a symmetric grid of its own."""
