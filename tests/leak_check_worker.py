@@ -29,7 +29,7 @@ def main() -> None:
         for round_ in range(6):
             engine = SparseEngine.load(path, num_threads=1 + round_ % 3)
             for batch, seq in ((1, 1), (3, 17), (2, 64), (1, 80)):
-                engine.run({"input_ids": rng.integers(0, 97, size=(batch, seq))})
+                engine.run({"input_ids": rng.integers(0, 97, size=(batch, seq))}, output_hidden_states=seq % 2 == 1)
             engine.profile({"input_ids": rng.integers(0, 97, size=(2, 9))}, runs=2)
             for bad in ({"input_ids": np.full((1, 4), 97)}, {"input_ids": np.zeros((1, 4), np.float32)}):
                 try:
