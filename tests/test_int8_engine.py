@@ -151,6 +151,15 @@ def test_cli_quantize(tmp_path, capsys):
     assert "block4_int8" in out and "int8 vs fp32 on random tokens" in out and "weight error" in out
     assert "hidden state after each layer:\n  layer 0: relative RMS difference" in out
     assert main(["export", str(ckpt), str(tmp_path / "x.sbert"), "--calibration", "t.txt"]) == 2
+    # Another writer's producer records that do not read as ours are shown as they are, not a crash.
+    from sparsebert.format import write_model
+
+    packed = read_model(tmp_path / "q.sbert")
+    producer = {**packed.producer, "calibration": {"inputs": "odd"}, "quantized_checkpoint": [1, 2]}
+    write_model(tmp_path / "odd.sbert", packed.config, packed.linears, dict(packed.tensors), producer)
+    assert main(["info", str(tmp_path / "odd.sbert")]) == 0
+    out = capsys.readouterr().out
+    assert "calibration: {'inputs': 'odd'}" in out and "quantized_checkpoint: [1, 2]" in out
 
 
 @pytest.mark.parametrize("case, fragment", [

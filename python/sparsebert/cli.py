@@ -134,14 +134,14 @@ def _info(args: argparse.Namespace) -> int:
     compaction = describe_compaction(c)
     if compaction:
         print(compaction)
-    if isinstance(producer.get("quantized_checkpoint"), dict):
-        from .export.exporter import _describe_grid
+    from .export.exporter import _describe_calibration, _describe_grid
 
-        print(_describe_grid(producer["quantized_checkpoint"]))
-    if isinstance(producer.get("calibration"), dict):
-        from .export.exporter import _describe_calibration
-
-        print(_describe_calibration(producer["calibration"]))
+    for key, describe in (("quantized_checkpoint", _describe_grid), ("calibration", _describe_calibration)):
+        if key in producer:
+            try:
+                print(describe(producer[key]))
+            except (KeyError, TypeError, ValueError, AttributeError):  # another writer's record: shown raw
+                print(f"{key}: {producer[key]!r}")
     print()
     print(ExportReport.from_linears(model.linears))
     return EXIT_OK
