@@ -145,6 +145,7 @@ def test_hidden_states_match_torch(variant, isa, minilm_exports, minilm_dir, min
         assert_close_unpadded(states[i], reference.numpy(), minilm_batch["attention_mask"], what=f"hidden state {i}")
     np.testing.assert_array_equal(states[-1], out["last_hidden_state"])
     assert "hidden_states" not in SparseEngine.load(path).run(minilm_batch)  # only when asked for
+    assert "hidden_states" in SparseEngine.load(path).run(minilm_batch, output_hidden_states=np.True_)
     with pytest.raises(TypeError, match="output_hidden_states"):
         SparseEngine.load(path).run(minilm_batch, output_hidden_states=1)
 

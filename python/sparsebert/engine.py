@@ -159,8 +159,9 @@ class SparseEngine:
         [layers + 1, batch, seq, hidden]: the embeddings' output, then each layer's
         (transformers' ``output_hidden_states``, stacked; the last is ``last_hidden_state``).
         """
-        if not isinstance(output_hidden_states, bool):
+        if not isinstance(output_hidden_states, (bool, np.bool_)):
             raise TypeError(f"output_hidden_states must be True or False, got {output_hidden_states!r}")
+        output_hidden_states = bool(output_hidden_states)
         named = self._name_inputs(inputs)
         ids, mask, types = (self._check_input(n, named.get(n)) for n in INPUT_NAMES)
         shape = ids.shape
