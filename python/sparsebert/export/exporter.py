@@ -53,7 +53,9 @@ def export(
     symmetric, one scale per output channel; unstructured nonzeros are grouped into zero-filled 4-blocks);
     the pooler and heads stay fp32. The int8 model is then compared with its fp32 twin on calibration inputs
     (``calibration``: a text file, one input per line, tokenized with the model's tokenizer; default: random
-    tokens) and the agreement is stored in the file and printed (export/calibration.py).
+    tokens) and the agreement is stored in the file and printed (export/calibration.py), for the whole model and
+    after each layer. A quantized checkpoint whose weight scales can be read (QAT fake-quantizers, torch's
+    quantized linears, a QDQ ONNX graph: export/qat.py, export/onnx_import.py) keeps its int8 weights and scales.
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
