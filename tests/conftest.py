@@ -144,6 +144,14 @@ def max_abs_diff_unpadded(actual, expected, mask) -> float:
     return float(np.max(np.abs(a - e)))
 
 
+def min_token_cosine_unpadded(actual, expected, mask) -> float:
+    """The least cosine between actual and expected token vectors (``[B, S, H]``) where ``mask`` is 1."""
+    m = np.asarray(mask).astype(bool)
+    a, e = np.asarray(actual)[m].astype(np.float64), np.asarray(expected)[m].astype(np.float64)
+    assert a.shape == e.shape and a.size > 0, f"shapes {a.shape} and {e.shape} on unpadded positions"
+    return float(((a * e).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(e, axis=-1))).min())
+
+
 def assert_close_unpadded(actual, expected, mask, atol=PARITY_ATOL, what=""):
     """Compares only unpadded positions: the mask is applied first, padded positions are never looked at."""
     diff = max_abs_diff_unpadded(actual, expected, mask)

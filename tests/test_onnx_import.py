@@ -17,6 +17,7 @@ from sparsebert import SparseEngine  # noqa: E402
 from sparsebert.errors import UnsupportedModelError  # noqa: E402
 from sparsebert.format import read_model  # noqa: E402
 
+from conftest import min_token_cosine_unpadded  # noqa: E402
 from test_families import assert_family_matches, family_inputs, make_family_model, torch_reference  # noqa: E402
 
 
@@ -191,6 +192,14 @@ def test_optimum_files(family, tmp_path):
         np.testing.assert_allclose(mine, ref, atol=1e-4, err_msg=f"{family}/{key}")
 
 
+def _int8_cosine_to_torch(path, model) -> float:
+    """Least token cosine between the packed file's last hidden state and the float torch model's."""
+    inputs = family_inputs("Bert", [12, 6], seed=4)
+    ours = SparseEngine.load(path).run(inputs)["last_hidden_state"]
+    theirs = torch_reference(model, inputs)["last_hidden_state"]
+    return min_token_cosine_unpadded(ours, theirs, inputs["attention_mask"])
+
+
 def test_onnx_source_exported_as_int8(tmp_path):
     """The ONNX Runtime check compares the graph with what it computes, the fp32 packing; the int8 file that is
     written runs its weights as int8 (calibrated against that fp32 twin)."""
@@ -204,13 +213,7 @@ def test_onnx_source_exported_as_int8(tmp_path):
     packed = sparsebert.format.read_model(out)
     assert {meta["layout"] for name, meta in packed.linears.items() if name.startswith("layers.")} == {"block4_int8"}
     assert packed.producer["calibration"]["min_token_cosine"] > 0.99
-    inputs = family_inputs("Bert", [12, 6], seed=4)
-    ours = SparseEngine.load(out).run(inputs)["last_hidden_state"]
-    theirs = torch_reference(model, inputs)["last_hidden_state"]
-    keep = inputs["attention_mask"].astype(bool)
-    cosine = (ours[keep] * theirs[keep]).sum(-1) / np.linalg.norm(ours[keep], axis=-1) / np.linalg.norm(
-        theirs[keep], axis=-1)
-    assert cosine.min() > 0.99
+    assert _int8_cosine_to_torch(out, model) > 0.99
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx", "q.sbert"]  # no staging or calibration files
 
 
@@ -263,13 +266,7 @@ def test_qdq_graph_keeps_its_int8_weights_and_scales(per_channel, tmp_path):
         raise AssertionError("no FFN-up MatMul in the graph")
     # Against the float model the graph was quantized from (ONNX Runtime's own run of the QDQ graph clips
     # activations to ranges calibrated on three batches, so it is no reference for other inputs).
-    inputs = family_inputs("Bert", [12, 6], seed=4)
-    ours = SparseEngine.load(out).run(inputs)["last_hidden_state"]
-    theirs = torch_reference(model, inputs)["last_hidden_state"]
-    keep = inputs["attention_mask"].astype(bool)
-    cosine = (ours[keep] * theirs[keep]).sum(-1) / np.linalg.norm(ours[keep], axis=-1) / np.linalg.norm(
-        theirs[keep], axis=-1)
-    assert cosine.min() > 0.99
+    assert _int8_cosine_to_torch(out, model) > 0.99
     # The float export of the same graph: its dequantized weights in fp32, checked against ONNX Runtime.
     report = sparsebert.export(path, tmp_path / "f.sbert", verbose=False)
     assert "exported in float" in report.notes and "pairs removed" in report.notes

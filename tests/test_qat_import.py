@@ -5,7 +5,6 @@ such a model computes with the same dequantized weights as torch; what cannot be
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +18,8 @@ from sparsebert.bench.models import dense_weight  # noqa: E402
 from sparsebert.format import read_model  # noqa: E402
 from sparsebert.quantization import quantize_weight_int8  # noqa: E402
 
-from conftest import apply_plan_, assert_close, make_model, random_inputs, torch_forward  # noqa: E402
+from conftest import (  # noqa: E402
+    apply_plan_, assert_close, make_model, min_token_cosine_unpadded, random_inputs, torch_forward)
 
 QKV = ("query", "key", "value")
 
@@ -101,10 +101,7 @@ def test_dynamic_quantized_model_keeps_its_int8_weights_and_scales(pruned_model,
     twin = _dequantized_float_twin(pruned_model, quantized)
     ours = SparseEngine.load(path).run(inputs)["last_hidden_state"]
     theirs = torch_forward(twin, inputs)["last_hidden_state"]
-    mask = inputs["attention_mask"].astype(bool)
-    cosine = (ours[mask] * theirs[mask]).sum(-1) / np.linalg.norm(ours[mask], axis=-1) / np.linalg.norm(
-        theirs[mask], axis=-1)
-    assert cosine.min() > 0.999
+    assert min_token_cosine_unpadded(ours, theirs, inputs["attention_mask"]) > 0.999
 
 
 def test_float_export_of_a_quantized_model_computes_with_its_dequantized_weights(pruned_model, tmp_path, capsys):
@@ -234,7 +231,8 @@ def test_qat_checkpoint_that_cannot_be_read_is_refused_clearly(pruned_model, tmp
     rows = pruned_model.config.intermediate_size
     cases = {
         "no zero point": ({key + ".zero_point": None}, "scale but no zero_point"),
-        "zero point out of range": ({key + ".zero_point": np.full(rows, 300, np.int32)}, "outside the quantizer's range"),
+        "zero point out of range": ({key + ".zero_point": np.full(rows, 300, np.int32)},
+                                    "outside the quantizer's range"),
         "scale of wrong shape": ({key + ".scale": np.ones(5, np.float32)}, "shape \\[5\\]"),
         "zero scale": ({key + ".scale": np.zeros(rows, np.float32)}, "finite and > 0"),
     }

@@ -111,8 +111,9 @@ def _load_model_object(model: Any) -> Checkpoint:
     source = f"{type(model).__name__}" + (f" ({name})" if name else "")
     raw, scales, read = qat.torch_quantized_modules(model)
     covered = tuple(m + "._packed_params." for m in read)
-    zero_points = set(qat.zero_point_names(model.state_dict()))
-    for key, tensor in model.state_dict().items():
+    state = model.state_dict()
+    zero_points = set(qat.zero_point_names(state))
+    for key, tensor in state.items():
         if key.startswith(covered):
             continue
         # Anything else quantized (a custom packing) has scales sparsebert does not know how to read: say so

@@ -28,7 +28,8 @@ from .hf_checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, c
 
 # What the exporters emit for these encoders (opset 11-17+; LayerNorm fused or decomposed, GELU erf or tanh).
 SUPPORTED_OPS = {
-    "QuantizeLinear", "DequantizeLinear", "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Erf", "Expand", "Flatten",
+    "QuantizeLinear", "DequantizeLinear",
+    "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Erf", "Expand", "Flatten",
     "Gather", "Gemm", "Greater", "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mul",
     "Neg", "Not", "Pow", "Range", "ReduceMean", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
     "Tanh", "Transpose", "Unsqueeze", "Where", "Relu", "CumSum", "Min", "Max", "Sigmoid", "Split",
@@ -252,6 +253,7 @@ def without_activation_quantization(graph: Any) -> bool:
             renamed[d.output[0]] = q.input[0]
     if not dropped:
         return False
+
     def source(name: str) -> str:  # through chained pairs (Q -> DQ -> Q -> DQ)
         while name in renamed:
             name = renamed[name]

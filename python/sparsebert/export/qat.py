@@ -1,4 +1,4 @@
-"""Already-quantized checkpoints whose int8 weight grid can be read.
+"""Already-quantized torch checkpoints whose int8 weight grid can be read (QDQ ONNX graphs: onnx_import.py).
 
 Two sources carry it:
 
@@ -13,10 +13,11 @@ Two sources carry it:
 
 Either way the checkpoint's weights become the values the quantized network computes with (float32,
 ``(q - zero_point) * scale``), and each such linear gets one scale per output row (a per-tensor scale is
-repeated; NaN for a row whose ``q - zero_point`` int8 cannot hold). With ``quantize="int8"`` the exporter stores the integers ``q - zero_point`` under those scales
-unchanged (quantization.py), instead of choosing a grid of its own; without it the model is exported in float
-with the dequantized weights. Activation scales (the input and output fake-quantizers, a static model's input
-scale) are not used: the engine quantizes activations per token at run time (kernels.h).
+repeated; NaN for a row whose ``q - zero_point`` int8 cannot hold). With ``quantize="int8"`` the exporter stores
+the integers ``q - zero_point`` under those scales unchanged (quantization.py), instead of choosing a grid of its
+own; without it the model is exported in float with the dequantized weights. Activation scales (the input and
+output fake-quantizers, a static model's input scale) are not used: the engine quantizes activations per token
+at run time (kernels.h).
 """
 
 from __future__ import annotations
@@ -65,9 +66,7 @@ def fake_quantized(weights: dict[str, np.ndarray], ranges: dict[str, tuple[int, 
         # As torch's fake quantization computes it: multiply by the float32 inverse scale, round half to even.
         inverse = (np.float32(1) / scale32)[:, None]
         q = np.clip(np.rint(weight.astype(np.float32) * inverse) + zero[:, None], qmin, qmax)
-        integers = q - zero[:, None]
-        weights[name] = (integers * scale32[:, None]).astype(np.float32)
-        scales[name] = int8_rows(integers, scale32)
+        weights[name], scales[name] = on_grid(q - zero[:, None], scale32)
     for key in [k for k in weights if FAKE_QUANT + "." in k]:
         del weights[key]
     return scales
@@ -110,9 +109,7 @@ def torch_quantized_modules(model: Any) -> tuple[dict[str, np.ndarray], dict[str
         if grid is None:
             weights[prefix + "weight"] = weight.dequantize().to(torch.float32).numpy()
             continue
-        integers, scale32 = grid
-        weights[prefix + "weight"] = (integers * scale32[:, None]).astype(np.float32)
-        scales[prefix + "weight"] = int8_rows(integers, scale32)
+        weights[prefix + "weight"], scales[prefix + "weight"] = on_grid(*grid)
     return weights, scales, names
 
 
@@ -147,6 +144,11 @@ def _per_row(value: np.ndarray, rows: int, where: str) -> np.ndarray:
         raise UnsupportedModelError(f"{where} has shape {list(value.shape)}; expected one value or one per output "
                                     f"row ({rows})")
     return value
+
+
+def on_grid(integers: np.ndarray, scale32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 weight ``integers * scale`` (per row) and its per-row scales for the exporter (int8_rows)."""
+    return (integers * scale32[:, None]).astype(np.float32), int8_rows(integers, scale32)
 
 
 def int8_rows(integers: np.ndarray, scale32: np.ndarray) -> np.ndarray:
