@@ -83,7 +83,7 @@ def test_quantize_matches_reference_exactly(isa, k, n):
     x = (rng.standard_normal((k, n)) * rng.uniform(0.01, 30, size=n)).astype(np.float32)
     x[:, n // 2] = np.abs(x[:, n // 2])  # an all-positive token: zero point 0
     x[:, -1] = -np.abs(x[:, -1])  # an all-negative token: zero point 255
-    q, scale, zero = _core.quantize_activations(x, isa=isa)
+    q, scale, zero = _core.Kernels(isa).quantize(x)
     rq, rscale, rzero = quantize_reference(x)
     np.testing.assert_array_equal(scale, rscale)
     np.testing.assert_array_equal(zero, rzero)
@@ -104,7 +104,7 @@ def test_quantize_special_tokens(isa):
     x[:, 3] = [3e38, -3e38, 1, 0, 0, 0, 0, 0, 0]  # range overflows float32: scale inf -> 1
     x[:, 4] = [np.nan, 1, 2, 3, 4, 5, 6, 7, 8]
     x[:, 5] = [np.inf, -1, 0, 0, 0, 0, 0, 0, 0]
-    q, scale, zero = _core.quantize_activations(x, isa=isa)
+    q, scale, zero = _core.Kernels(isa).quantize(x)
     rq, rscale, rzero = quantize_reference(x)
     np.testing.assert_array_equal(scale, rscale)
     np.testing.assert_array_equal(zero, rzero)

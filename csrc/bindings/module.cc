@@ -11,6 +11,10 @@
 
 namespace sparsebert {
 
+const KernelTable& table_for(const py::object& isa) {
+  return kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>());
+}
+
 void register_system(py::module_& m) {
   m.def("available_isas", &available_isas, "ISAs this CPU and OS can run, best first.");
   m.def("default_isa", &default_isa,
@@ -24,9 +28,7 @@ void register_system(py::module_& m) {
     return d;
   });
   m.def(
-      "int8_isa", [](const py::object& isa) {
-        return std::string(kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>()).int8_isa);
-      },
+      "int8_isa", [](const py::object& isa) { return std::string(table_for(isa).int8_isa); },
       py::arg("isa") = py::none(),
       "The instructions the int8 kernel of an ISA path uses: avx512_vnni, avx2 (an AVX-512 CPU without VNNI "
       "too) or scalar.");
@@ -42,7 +44,7 @@ void register_system(py::module_& m) {
       "fma_peak_gflops",
       [](const py::object& isa, double seconds) {
         if (!(seconds > 0.0 && seconds <= 60.0)) throw py::value_error("seconds must be in (0, 60]");
-        const KernelTable& k = kernels_for(isa.is_none() ? default_isa() : isa.cast<std::string>());
+        const KernelTable& k = table_for(isa);
         py::gil_scoped_release release;
         float sink[16];
         using clock = std::chrono::steady_clock;
@@ -68,5 +70,6 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "sparsebert compiled core: sparse kernels and the BERT encoder";
   sparsebert::register_system(m);
   sparsebert::register_packed_linear(m);
+  sparsebert::register_kernel_table(m);
   sparsebert::register_encoder(m);
 }

@@ -19,6 +19,7 @@ template <> inline const char* dtype_name<float>() { return "float32"; }
 template <> inline const char* dtype_name<int32_t>() { return "int32"; }
 template <> inline const char* dtype_name<uint16_t>() { return "uint16"; }
 template <> inline const char* dtype_name<int8_t>() { return "int8"; }
+template <> inline const char* dtype_name<uint8_t>() { return "uint8"; }
 
 // A C-contiguous, aligned array of T from obj; TypeError if obj is not a numpy array of exactly dtype T.
 template <class T>

@@ -1,6 +1,5 @@
 #include "encoder/encoder.h"
 
-#include <cstdlib>
 #include <stdexcept>
 #include <utility>
 
@@ -29,24 +28,9 @@ void copy_out(const TileMatrix& m, float* out) {
 
 }  // namespace
 
-void EncoderConfig::validate() const {
-  require(hidden > 0 && layers > 0 && heads > 0 && intermediate > 0 && vocab > 0 && max_positions > 0 &&
-              type_vocab > 0,
-          "encoder config: sizes must be positive");
-  require(hidden % heads == 0, "encoder config: hidden_size " + std::to_string(hidden) +
-                                   " is not a multiple of num_attention_heads " + std::to_string(heads));
-  require(layer_norm_eps > 0.0f, "encoder config: layer_norm_eps must be positive");
-  require(head != Head::kSequenceClassification || (has_pooler && num_labels > 0),
-          "encoder config: sequence classification needs a pooler and num_labels > 0");
-  require(head != Head::kTokenClassification || num_labels > 0,
-          "encoder config: token classification needs num_labels > 0");
-  require(!positions_from_ids || (pad_token_id >= 0 && pad_token_id < vocab && pad_token_id + 1 < max_positions),
-          "encoder config: pad_token_id must be a token id whose position ids fit max_position_embeddings");
-}
-
 Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
                  std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
-                 int num_threads, const std::string& isa)
+                 int num_threads, const std::string& isa, const EncoderOptions& options)
     : config_(config),
       embeddings_(std::move(embeddings)),
       layers_(std::move(layers)),
@@ -55,46 +39,42 @@ Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<E
       isa_(isa),
       kernels_(kernels_for(isa)),
       pool_(num_threads) {
-  // SPARSEBERT_FUSE_FFN=0 keeps FFN up and down apart (for measuring what fusing them buys).
-  const char* fuse = std::getenv("SPARSEBERT_FUSE_FFN");
-  const bool allow = !(fuse && std::string(fuse) == "0");
-  for (EncoderLayer& layer : layers_) layer.ffn_fused = allow && ffn_fusable(*layer.ffn_up, *layer.ffn_down);
+  for (EncoderLayer& layer : layers_)
+    layer.ffn_fused = options.fuse_ffn && ffn_fusable(*layer.ffn_up, *layer.ffn_down);
 }
 
-void Encoder::check_inputs(const int32_t* ids, const int32_t* mask, const int32_t* types, int32_t batch,
-                           int32_t seq) const {
-  require(batch > 0 && seq > 0, "inputs must have batch >= 1 and seq >= 1, got [" + std::to_string(batch) + ", " +
-                                    std::to_string(seq) + "]");
-  require(seq <= config_.max_sequence(),
-          "sequence length " + std::to_string(seq) + " exceeds the longest this model's position embeddings allow (" +
-              std::to_string(config_.max_sequence()) + ")");
+void Encoder::check_inputs(int32_t batch, int32_t seq) const {
   const int64_t n = static_cast<int64_t>(batch) * seq;
-  require(n <= INT32_MAX / 4, "too many tokens in one call");
   for (int64_t t = 0; t < n; ++t) {
-    require(ids[t] >= 0 && ids[t] < config_.vocab,
-            "input_ids value " + std::to_string(ids[t]) + " is outside [0, " + std::to_string(config_.vocab) + ")");
-    require(types[t] >= 0 && types[t] < config_.type_vocab,
-            "token_type_ids value " + std::to_string(types[t]) + " is outside [0, " +
+    require(ids_[t] >= 0 && ids_[t] < config_.vocab,
+            "input_ids value " + std::to_string(ids_[t]) + " is outside [0, " + std::to_string(config_.vocab) + ")");
+    require(types_[t] >= 0 && types_[t] < config_.type_vocab,
+            "token_type_ids value " + std::to_string(types_[t]) + " is outside [0, " +
                 std::to_string(config_.type_vocab) + ")");
-    require(mask[t] == 0 || mask[t] == 1, "attention_mask values must be 0 or 1, got " + std::to_string(mask[t]));
+    require(keep_[t] <= 1, "attention_mask values must be 0 or 1");
   }
-}
-
-void Encoder::layer_norm(const LayerNormWeights& w, TileMatrix& x) {
-  pool_.parallel_for_static(x.num_tiles(), [&](int tile, int) {
-    kernels_.layer_norm(x.features(), x.tokens_in_tile(tile), x.tile(tile), kTileTokens, x.tile(tile), kTileTokens,
-                        w.gamma.data(), w.beta.data(), config_.layer_norm_eps);
-  });
 }
 
 std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32_t* attention_mask,
                                            const int32_t* token_type_ids, int32_t batch, int32_t seq,
                                            bool hidden_states) {
-  check_inputs(input_ids, attention_mask, token_type_ids, batch, seq);
+  require(batch > 0 && seq > 0, "inputs have shape [" + std::to_string(batch) + ", " + std::to_string(seq) +
+                                    "]: batch and sequence length must be at least 1");
+  require(seq <= config_.max_sequence(),
+          "sequence length " + std::to_string(seq) + " exceeds the longest this model's position embeddings allow (" +
+              std::to_string(config_.max_sequence()) + ")");
+  require(static_cast<int64_t>(batch) * seq <= kMaxTokens,
+          "inputs hold " + std::to_string(static_cast<int64_t>(batch) * seq) + " tokens; one call takes at most " +
+              std::to_string(kMaxTokens));
   std::lock_guard<std::mutex> lock(run_mutex_);
   const int32_t tokens = batch * seq;
   const int32_t hidden = config_.hidden;
-  keep_.assign(attention_mask, attention_mask + tokens);
+  ids_.assign(input_ids, input_ids + tokens);
+  types_.assign(token_type_ids, token_type_ids + tokens);
+  // A mask value other than 0 and 1 becomes 2, which the check refuses (a byte cast could wrap it into range).
+  keep_.resize(tokens);
+  for (int32_t t = 0; t < tokens; ++t) keep_[t] = attention_mask[t] == 0 ? 0 : attention_mask[t] == 1 ? 1 : 2;
+  check_inputs(batch, seq);
 
   if (profiling_) {
     profile_.clear();
@@ -103,7 +83,7 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
   positions_.resize(tokens);
   for (int32_t b = 0; b < batch; ++b) {
     int32_t* pos = positions_.data() + static_cast<int64_t>(b) * seq;
-    const int32_t* ids = input_ids + static_cast<int64_t>(b) * seq;
+    const int32_t* ids = ids_.data() + static_cast<int64_t>(b) * seq;
     if (!config_.positions_from_ids) {
       for (int32_t s = 0; s < seq; ++s) pos[s] = s;
       continue;
@@ -112,7 +92,7 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     for (int32_t s = 0; s < seq; ++s)
       pos[s] = ids[s] == config_.pad_token_id ? config_.pad_token_id : config_.pad_token_id + ++rank;
   }
-  embed(kernels_, pool_, embeddings_, input_ids, token_type_ids, positions_.data(), tokens, hidden_);
+  embed(kernels_, pool_, embeddings_, ids_.data(), types_.data(), positions_.data(), tokens, hidden_);
   mark("embeddings");
   std::map<std::string, Output> out;
   float* states = nullptr;  // the next [batch, seq, hidden] slot of "hidden_states"
@@ -134,7 +114,7 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     mark("attention");
     layer.attn_out->forward(kernels_, pool_, ctx_, attn_, Activation::kNone, &hidden_);
     mark("attention_output");
-    layer_norm(layer.attn_ln, attn_);
+    layer_norm(kernels_, pool_, layer.attn_ln, config_.layer_norm_eps, attn_);
     mark("layer_norm");
     // Fused only when the tiles share out evenly: otherwise the unfused ops split rows to balance the threads.
     if (layer.ffn_fused && attn_.num_tiles() % pool_.size() == 0) {
@@ -146,7 +126,7 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
       layer.ffn_down->forward(kernels_, pool_, ffn_, hidden_, Activation::kNone, &attn_);
       mark("ffn_down");
     }
-    layer_norm(layer.ffn_ln, hidden_);
+    layer_norm(kernels_, pool_, layer.ffn_ln, config_.layer_norm_eps, hidden_);
     mark("layer_norm");
     if (states) {
       copy_out(hidden_, states);
@@ -166,10 +146,12 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
     for (int32_t b = 0; b < batch; ++b)
       for (int32_t f = 0; f < hidden; ++f) cls_.at(f, b) = hidden_.at(f, b * seq);
     pooler_->forward(kernels_, pool_, cls_, pooled_, config_.pooler_act);
-    Output& po = out["pooler_output"];
-    po.shape = {batch, hidden};
-    po.data.resize(static_cast<std::size_t>(batch) * hidden);
-    copy_out(pooled_, po.data.data());
+    if (!config_.pooler_is_head) {
+      Output& po = out["pooler_output"];
+      po.shape = {batch, hidden};
+      po.data.resize(static_cast<std::size_t>(batch) * hidden);
+      copy_out(pooled_, po.data.data());
+    }
   }
   if (config_.head == Head::kSequenceClassification) {
     head_linear_->forward(kernels_, pool_, pooled_, head_out_);

@@ -13,38 +13,19 @@
 
 #include "common/aligned_buffer.h"
 #include "common/tile_matrix.h"
-#include "encoder/thread_pool.h"
+#include "common/thread_pool.h"
+#include "encoder/encoder_spec.h"
 #include "kernels/kernels.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
+#include "ops/layer_norm.h"
 #include "ops/packed_linear.h"
 
 namespace sparsebert {
 
-enum class Head { kNone, kSequenceClassification, kQuestionAnswering, kTokenClassification };
-
-struct EncoderConfig {
-  int32_t hidden = 0, layers = 0, heads = 0, intermediate = 0, vocab = 0, max_positions = 0, type_vocab = 0;
-  float layer_norm_eps = 1e-12f;
-  Activation hidden_act = Activation::kGelu;
-  Head head = Head::kNone;
-  int32_t num_labels = 0;
-  bool has_pooler = false;
-  Activation pooler_act = Activation::kTanh;  // BERT's pooler and RoBERTa's classifier: tanh; DistilBERT: ReLU
-  // Position ids: 0 .. seq-1 (BERT, DistilBERT), or RoBERTa's: pad_token_id for padding tokens, else
-  // pad_token_id + the token's rank among the sequence's non-padding tokens (counted from 1).
-  bool positions_from_ids = false;
-  int32_t pad_token_id = 0;
-
-  // The longest sequence whose position ids stay inside the position table.
-  int32_t max_sequence() const { return positions_from_ids ? max_positions - pad_token_id - 1 : max_positions; }
-
-  // std::invalid_argument naming the first inconsistency.
-  void validate() const;
-};
-
-struct LayerNormWeights {
-  AlignedBuffer<float> gamma, beta;
+// Choices the caller makes for an engine; none changes a result, bit for bit.
+struct EncoderOptions {
+  bool fuse_ffn = true;  // FFN up and down as one op where they chain (ops/fused_ffn.h); false for measuring
 };
 
 struct EncoderLayer {
@@ -64,12 +45,13 @@ struct Output {
 
 class Encoder {
  public:
-  // Takes ownership of fully validated weights (see the binding, which checks names and shapes).
+  // Takes ownership of fully validated weights (encoder/builder.h checks names and shapes).
   Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
           std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
-          int num_threads, const std::string& isa);
+          int num_threads, const std::string& isa, const EncoderOptions& options);
 
-  // Inputs are batch*seq row-major values. Checks ranges (std::invalid_argument) before computing.
+  // Inputs are batch*seq row-major values. They are copied first and the copies checked (std::invalid_argument)
+  // and used, so a caller that changes its arrays during the call cannot make a kernel read out of bounds.
   // With hidden_states, the output also holds "hidden_states" [layers + 1, batch, seq, hidden]: the embeddings'
   // output, then each layer's (the last is last_hidden_state), as transformers' output_hidden_states.
   std::map<std::string, Output> run(const int32_t* input_ids, const int32_t* attention_mask,
@@ -86,9 +68,7 @@ class Encoder {
   const EncoderConfig& config() const { return config_; }
 
  private:
-  void check_inputs(const int32_t* ids, const int32_t* mask, const int32_t* types, int32_t batch,
-                    int32_t seq) const;
-  void layer_norm(const LayerNormWeights& w, TileMatrix& x);
+  void check_inputs(int32_t batch, int32_t seq) const;
   // Adds the time since the previous mark to `op` when profiling.
   void mark(const char* op);
 
@@ -105,8 +85,8 @@ class Encoder {
   TileMatrix hidden_, qkv_, ctx_, attn_, ffn_, cls_, pooled_, head_out_;
   std::vector<AttentionScratch> attention_scratch_;
   std::vector<AlignedBuffer<float>> ffn_panels_;
+  std::vector<int32_t> ids_, types_, positions_;
   std::vector<uint8_t> keep_;
-  std::vector<int32_t> positions_;
 
   bool profiling_ = false;
   std::vector<std::pair<std::string, double>> profile_;  // op -> milliseconds, in first-seen order

@@ -1,26 +1,83 @@
 #include "kernels/dispatch.h"
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 
 #include "kernels/cpu_features.h"
-#include "kernels/isa_tables.h"
+#include "kernels/isa.h"
 
 namespace sparsebert {
 namespace {
 
-const char* const kKnownIsas = "avx512, avx2, scalar";
+// One step up from the scalar table: `isa` is the ISA path it belongs to, `present` whether this CPU and OS can
+// run it, `apply` what it sets. A path's table is the scalar one with every step of that path and the paths
+// listed before it applied in order, skipping steps the CPU lacks. An ISA is one folder (kernels/<isa>/), one
+// sparsebert_add_isa call in CMakeLists.txt and one row here.
+struct Level {
+  const char* isa;
+  bool (*present)(const CpuFeatures&);
+  void (*apply)(KernelTable&);
+};
+
+#if defined(__x86_64__)
+const Level kLevels[] = {
+    {"avx2", [](const CpuFeatures& f) { return f.can_run_avx2(); },
+     [](KernelTable& t) {
+       t.isa = "avx2";
+       add_simd_kernels<Isa::kAvx2>(t);
+       add_int8_kernels<Isa::kAvx2>(t);
+     }},
+    {"avx512", [](const CpuFeatures& f) { return f.can_run_avx512(); },
+     [](KernelTable& t) {
+       t.isa = "avx512";
+       add_simd_kernels<Isa::kAvx512>(t);
+       add_int8_kernels<Isa::kAvx512>(t);
+     }},
+    // Not every AVX-512 CPU has VNNI (Skylake-SP lacks it): an extension within the avx512 path.
+    {"avx512", [](const CpuFeatures& f) { return f.can_run_avx512() && f.avx512_vnni; },
+     [](KernelTable& t) { add_int8_kernels<Isa::kAvx512Vnni>(t); }},
+};
+#endif  // other architectures have no SIMD path yet: scalar only
+
+template <class F>
+void for_each_level(F&& f) {
+#if defined(__x86_64__)
+  for (const Level& level : kLevels) f(level);
+#else
+  (void)f;
+#endif
+}
 
 bool runnable(const std::string& isa) {
-  const CpuFeatures& f = cpu_features();
-  if (isa == "avx512") return f.can_run_avx512();
-  if (isa == "avx2") return f.can_run_avx2();
-  return isa == "scalar";
+  if (isa == "scalar") return true;
+  bool found = false;
+  for_each_level([&](const Level& level) {
+    if (!found && isa == level.isa) found = level.present(cpu_features());
+  });
+  return found;
+}
+
+bool known(const std::string& isa) {
+  bool found = isa == "scalar";
+  for_each_level([&](const Level& level) { found = found || isa == level.isa; });
+  return found;
+}
+
+std::string known_list() {
+  std::string out;
+  std::vector<std::string> names;
+  for_each_level([&](const Level& level) {
+    if (names.empty() || names.back() != level.isa) names.emplace_back(level.isa);
+  });
+  for (auto it = names.rbegin(); it != names.rend(); ++it) out += *it + ", ";
+  return out + "scalar";
 }
 
 void check_runnable(const std::string& isa, const char* origin) {
-  if (isa != "avx512" && isa != "avx2" && isa != "scalar")
-    throw std::invalid_argument(std::string(origin) + "unknown ISA '" + isa + "' (known: " + kKnownIsas + ")");
+  if (!known(isa))
+    throw std::invalid_argument(std::string(origin) + "unknown ISA '" + isa + "' (known: " + known_list() + ")");
   if (!runnable(isa)) {
     std::string have;
     for (const auto& a : available_isas()) have += (have.empty() ? "" : ", ") + a;
@@ -29,12 +86,27 @@ void check_runnable(const std::string& isa, const char* origin) {
   }
 }
 
+KernelTable build_table(const std::string& isa) {
+  KernelTable table = ref::table();
+  if (isa == "scalar") return table;
+  bool past = false;  // whether the steps of `isa` itself have been reached and passed
+  for_each_level([&](const Level& level) {
+    const bool own = isa == level.isa;
+    if (past && !own) return;
+    past = past || own;
+    if (level.present(cpu_features())) level.apply(table);
+  });
+  return table;
+}
+
 }  // namespace
 
 std::vector<std::string> available_isas() {
   std::vector<std::string> out;
-  if (runnable("avx512")) out.emplace_back("avx512");
-  if (runnable("avx2")) out.emplace_back("avx2");
+  for_each_level([&](const Level& level) {
+    const bool listed = !out.empty() && out.front() == level.isa;
+    if (!listed && level.present(cpu_features())) out.insert(out.begin(), level.isa);
+  });
   out.emplace_back("scalar");
   return out;
 }
@@ -50,18 +122,13 @@ std::string default_isa() {
 
 const KernelTable& kernels_for(const std::string& isa) {
   check_runnable(isa, "");
-  // Each table is built on first use and only after the check above: table() lives in a file compiled with
-  // that ISA's flags, so even building it may execute that ISA's instructions.
-  if (isa == "avx512") {
-    static const KernelTable t = avx512::table();
-    return t;
-  }
-  if (isa == "avx2") {
-    static const KernelTable t = avx2::table();
-    return t;
-  }
-  static const KernelTable t = ref::table();
-  return t;
+  // Built on first use and only after the check above: an ISA's code may execute only on a CPU that has it.
+  static std::mutex mu;
+  static std::map<std::string, KernelTable> tables;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = tables.find(isa);
+  if (it == tables.end()) it = tables.emplace(isa, build_table(isa)).first;
+  return it->second;  // std::map never moves its elements
 }
 
 }  // namespace sparsebert

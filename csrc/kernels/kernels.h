@@ -19,7 +19,9 @@ struct Epilogue {
   Activation act = Activation::kNone;
   const float* residual = nullptr;  // same shape as Y, or null
   int64_t ldr = 0;                  // row stride of residual, in floats
-  bool accumulate = false;          // start from the partial sums already in Y instead of bias (+ residual)
+  // A later block of a split product: Y += W X, nothing else (bias and residual went into the first block, an
+  // activation comes with finish_rows after the last).
+  bool accumulate = false;
 };
 
 // Sparse weights of one K-block, stored as row pairs: the kernel walks two rows side by side (8 independent
@@ -75,8 +77,9 @@ using FinishRowsFn = void (*)(const int32_t* rows, int32_t count, float* y, int6
 
 // Quantizes features [0, k) of tokens [0, n) of x (rows ldx floats apart) into xq, scale and zero; feature rows
 // k .. round_up(k, 4) - 1 of xq get zero[t] (the value 0.0). lo = min(0, min x), hi = max(0, max x),
-// scale = (hi - lo) / 255 (1 when that is 0), inv = 1 / scale, zero = clamp(nearbyint(-lo * inv), 0, 255),
-// q = clamp(nearbyint(x * inv) + zero, 0, 255), a NaN giving 0; every ISA computes exactly these float32 steps.
+// scale = (hi - lo) / 255 (1 when that is 0 or not finite), inv = 1 / scale,
+// zero = clamp(nearbyint(-lo * inv), 0, 255), q = clamp(nearbyint(x * inv) + zero, 0, 255), a NaN giving 0;
+// every ISA computes exactly these float32 steps.
 using QuantizeFn = void (*)(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, int64_t ldq,
                             float* scale, int32_t* zero);
 
@@ -104,21 +107,29 @@ using SpmmI8Fn = void (*)(const Int8View& w, int32_t row_begin, int32_t row_end,
                           const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
                           const Epilogue& ep);
 
-struct KernelTable {
-  const char* isa;
-  SpmmFn spmm_csr;
-  SpmmFn spmm_block4;
-  FinishRowsFn finish_rows;
-  GemmFn gemm;
-  GemmFn gemm_wt;
-  LayerNormFn layer_norm;
-  SoftmaxColsFn softmax_cols;
-  FmaPeakFn fma_peak;
-  QuantizeFn quantize;
-  SpmmI8Fn spmm_block4_i8;
-  const char* int8_isa;  // the instructions spmm_block4_i8 uses: "avx512_vnni", "avx2" or "scalar"
-  bool int8_bounded_pairs;  // spmm_block4_i8 needs blocks with bounded byte pairs (see SpmmI8Fn)
-};
+// Every entry of a kernel table, listed once. The table's fields, the names `_core.KERNELS` reports and the
+// contract tests (tests/test_kernel_table.py must cover each name) all come from this list, so a kernel added
+// here is tested on every ISA or the suite fails.
+#define SPARSEBERT_KERNELS(X)      \
+  X(SpmmFn, spmm_csr)              \
+  X(SpmmFn, spmm_block4)           \
+  X(FinishRowsFn, finish_rows)     \
+  X(GemmFn, gemm)                  \
+  X(GemmFn, gemm_wt)               \
+  X(LayerNormFn, layer_norm)       \
+  X(SoftmaxColsFn, softmax_cols)   \
+  X(FmaPeakFn, fma_peak)           \
+  X(QuantizeFn, quantize)          \
+  X(SpmmI8Fn, spmm_block4_i8)
 
+// One ISA path's kernels: the scalar table, upgraded entry by entry by each ISA level the CPU has (dispatch.cc).
+struct KernelTable {
+  const char* isa = "scalar";
+#define SPARSEBERT_KERNEL_FIELD(type, name) type name = nullptr;
+  SPARSEBERT_KERNELS(SPARSEBERT_KERNEL_FIELD)
+#undef SPARSEBERT_KERNEL_FIELD
+  const char* int8_isa = "scalar";  // the instructions spmm_block4_i8 uses: "avx512_vnni", "avx2" or "scalar"
+  bool int8_bounded_pairs = false;  // spmm_block4_i8 needs blocks with bounded byte pairs (see SpmmI8Fn)
+};
 
 }  // namespace sparsebert

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "encoder/thread_pool.h"
+#include "common/thread_pool.h"
 
 namespace sparsebert {
 

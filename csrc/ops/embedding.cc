@@ -1,6 +1,6 @@
 #include "ops/embedding.h"
 
-#include "encoder/thread_pool.h"
+#include "common/thread_pool.h"
 
 namespace sparsebert {
 

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "encoder/thread_pool.h"
+#include "common/thread_pool.h"
 
 namespace sparsebert {
 

@@ -20,6 +20,13 @@ class ThreadPool;
 enum class Layout { kDense, kUnstructured, kBlock4, kBlock4Int8 };
 const char* layout_name(Layout layout);
 
+// Tuning of the sparse float layouts (unstructured, block4); the defaults choose from the matrix's shape and
+// density. Overrides are for tuning and for tests that must cross many K-blocks and row groups.
+struct PackOptions {
+  int32_t kblock_cols = 0;    // input columns per K-block; 0: chosen
+  int32_t group_panels = -1;  // panels of kPanelRows rows per row group; 0: one group; -1: chosen
+};
+
 class PackedLinear {
  public:
   // weight: [rows][cols] row-major. bias: rows values or null (zero bias).
@@ -27,20 +34,21 @@ class PackedLinear {
   // row_ptr: rows + 1 offsets into col_idx/values (nnz entries); col_idx strictly increasing per row, < cols.
   static std::shared_ptr<PackedLinear> unstructured(int32_t rows, int32_t cols, const int32_t* row_ptr,
                                                     int64_t row_ptr_len, const uint16_t* col_idx,
-                                                    const float* values, int64_t nnz, const float* bias);
+                                                    const float* values, int64_t nnz, const float* bias,
+                                                    const PackOptions& options = {});
   // block_ptr: rows + 1 offsets into block_col (nb entries) and values (nb * 4); block_col strictly increasing
   // per row, < ceil(cols / 4).
   static std::shared_ptr<PackedLinear> block4(int32_t rows, int32_t cols, const int32_t* block_ptr,
                                               int64_t block_ptr_len, const uint16_t* block_col,
-                                              const float* values, int64_t nb, const float* bias);
+                                              const float* values, int64_t nb, const float* bias,
+                                              const PackOptions& options = {});
   // As block4, with s8 weights (values: nb * 4) and one scale per row: row r's weights are scales[r] * values.
-  // Run with u8 activations quantized per token (kernels.h, "int8"). cols is at most kInt8MaxCols.
+  // Run with u8 activations quantized per token (kernels.h, "int8"). cols is at most kInt8MaxCols
+  // (ops/packed_arrays.h, which checks every constructor's arrays).
   static std::shared_ptr<PackedLinear> block4_int8(int32_t rows, int32_t cols, const int32_t* block_ptr,
                                                    int64_t block_ptr_len, const uint16_t* block_col,
                                                    const int8_t* values, int64_t nb, const float* scales,
                                                    const float* bias);
-  // Keeps every int32 sum exact: |sum of K products| and |zero point x weight sum| stay below 255 * 128 * K.
-  static constexpr int32_t kInt8MaxCols = 32768;
 
   Layout layout() const { return layout_; }
   int32_t rows() const { return rows_; }
@@ -56,6 +64,7 @@ class PackedLinear {
   // The pieces of a sparse forward over one token tile (n <= kTileTokens tokens, rows kTileTokens floats apart),
   // for ops that interleave two layers (ops/fused_ffn.h). Sparse layouts only.
   static constexpr int32_t kGroupRows = 128;  // rows per row group of a matrix much taller than wide
+  static constexpr int32_t kPanelRows = 32;   // rows per panel: the unit of re-sorting and of work sharing
   bool sparse() const { return layout_ == Layout::kUnstructured || layout_ == Layout::kBlock4; }
   int32_t kblock_cols() const { return kblock_cols_; }
   int32_t kblocks() const { return kblocks_; }
@@ -74,7 +83,8 @@ class PackedLinear {
   PackedLinear(Layout layout, int32_t rows, int32_t cols) : layout_(layout), rows_(rows), cols_(cols) {}
   void set_bias(const float* bias);
   // Builds the paired, K-blocked layout of the sparse kernels from validated compressed rows (see below).
-  void pack_pairs(const int32_t* ptr, const uint16_t* idx, const float* values, int width);
+  void pack_pairs(const int32_t* ptr, const uint16_t* idx, const float* values, int width,
+                  const PackOptions& options);
   // Pair boundaries of `chunks` pieces of about equal work, cut at panel boundaries.
   std::vector<int32_t> split_pairs(int chunks) const;
   // Dense rows [r0, r1) of one tile.
@@ -88,7 +98,7 @@ class PackedLinear {
   void run_group_pairs(const KernelTable& kernels, int32_t q0, int32_t q1, const float* x, float* y_group,
                        int32_t n, const Epilogue& ep) const;
   PairedView kblock_view(int32_t b) const;
-  // The int8 forward (packed_linear_int8.cc): quantize each input tile once, then rows in parallel.
+  // The int8 forward (packed_linear_run_int8.cc): quantize each input tile once, then rows in parallel.
   void forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
                     Activation act, const TileMatrix* residual) const;
   // Row bounds of `chunks` pieces of about equal entries (int8 layout, row pointers `ptr`).
@@ -112,7 +122,6 @@ class PackedLinear {
   // re-sorted by their length in that block and paired, so a pair's two rows need little padding. Every
   // K-block has the same number of pairs per panel, so a range of panels is the same set of output rows in
   // every block and threads can own panel ranges.
-  static constexpr int32_t kPanelRows = 32;  // rows per panel: the unit of re-sorting and of work sharing
   int32_t kblock_cols_ = 0;
   int32_t kblocks_ = 1;
   int32_t group_rows_ = 0;           // rows per row group (rows_: one group)

@@ -8,11 +8,10 @@
 
 #include <algorithm>
 
-#include "kernels/kernels.h"
+#include "kernels/isa.h"
 
 namespace sparsebert {
-namespace avx2 {
-#include "kernels/kernel_decls.inl"
+namespace {
 
 void quantize(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, int64_t ldq, float* scale,
               int32_t* zero) {
@@ -65,8 +64,6 @@ void quantize(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, in
     }
   }
 }
-
-namespace {
 
 // One unit of 8 tokens (32 bytes: 4 u8 activations each) times a block's 4 s8 weights (wq, the word repeated):
 // vpmaddubsw forms the two pair sums of each token in 16 bits (|sum| <= 255 x 128 on bounded pairs, no
@@ -139,8 +136,6 @@ void run_rows(const Int8View& w, int32_t rb, int32_t re, const uint8_t* xq, int6
   rows_chunk<NU>(w, rb, re, xq, ldq, x_scale, x_zero, y, ldy, ep);
 }
 
-}  // namespace
-
 void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const uint8_t* xq, int64_t ldq,
                     const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
                     const Epilogue& ep) {
@@ -152,5 +147,14 @@ void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const
   }
 }
 
-}  // namespace avx2
+}  // namespace
+
+template <>
+void add_int8_kernels<Isa::kAvx2>(KernelTable& table) {
+  table.quantize = quantize;
+  table.spmm_block4_i8 = spmm_block4_i8;
+  table.int8_isa = "avx2";
+  table.int8_bounded_pairs = true;
+}
+
 }  // namespace sparsebert

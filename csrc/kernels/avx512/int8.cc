@@ -2,11 +2,10 @@
 // float32 steps of the scalar reference in the same order, so the bytes are identical.
 #include <immintrin.h>
 
-#include "kernels/kernels.h"
+#include "kernels/isa.h"
 
 namespace sparsebert {
-namespace avx512 {
-#include "kernels/kernel_decls.inl"
+namespace {
 
 void quantize(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, int64_t ldq, float* scale,
               int32_t* zero) {
@@ -47,5 +46,13 @@ void quantize(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, in
   }
 }
 
-}  // namespace avx512
+}  // namespace
+
+// The int8 product is not here: it needs VNNI (avx512_vnni/), which some AVX-512 CPUs (Skylake-SP) lack; they
+// keep the exact AVX2 product the level below set.
+template <>
+void add_int8_kernels<Isa::kAvx512>(KernelTable& table) {
+  table.quantize = quantize;
+}
+
 }  // namespace sparsebert

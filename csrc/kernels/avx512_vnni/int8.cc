@@ -4,10 +4,9 @@
 // 8 independent sums in flight.
 #include <immintrin.h>
 
-#include "kernels/kernels.h"
+#include "kernels/isa.h"
 
 namespace sparsebert {
-namespace avx512_vnni {
 namespace {
 
 template <int NV>
@@ -58,8 +57,6 @@ void rows_chunk(const Int8View& w, int32_t rb, int32_t re, const uint8_t* xq, in
   }
 }
 
-}  // namespace
-
 void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const uint8_t* xq, int64_t ldq,
                     const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
                     const Epilogue& ep) {
@@ -78,5 +75,14 @@ void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const
   }
 }
 
-}  // namespace avx512_vnni
+}  // namespace
+
+// An extension of the avx512 level, applied only where CPUID reports VNNI: it replaces the AVX2 int8 product.
+template <>
+void add_int8_kernels<Isa::kAvx512Vnni>(KernelTable& table) {
+  table.spmm_block4_i8 = spmm_block4_i8;
+  table.int8_isa = "avx512_vnni";
+  table.int8_bounded_pairs = false;
+}
+
 }  // namespace sparsebert

@@ -52,7 +52,7 @@ void gemm_strided(int32_t m, int32_t n, int32_t k, const float* w, int64_t row_s
       const float* xr = x + kk * ldx;
       for (int32_t t = 0; t < n; ++t) yr[t] += wv * xr[t];
     }
-    finish_row(yr, n, i, ep);
+    if (!ep.accumulate) finish_row(yr, n, i, ep);
   }
 }
 

@@ -1,10 +1,16 @@
+#include "kernels/isa.h"
 #include "kernels/ref/kernels_ref.h"
 
 namespace sparsebert {
 namespace ref {
 
-KernelTable table() { return KernelTable{"scalar", spmm_csr, spmm_block4, finish_rows, gemm, gemm_wt, layer_norm, softmax_cols, fma_peak,
-                                           quantize, spmm_block4_i8, "scalar", false}; }
+KernelTable table() {
+  KernelTable t;
+#define SPARSEBERT_SCALAR_ENTRY(type, name) t.name = name;
+  SPARSEBERT_KERNELS(SPARSEBERT_SCALAR_ENTRY)
+#undef SPARSEBERT_SCALAR_ENTRY
+  return t;
+}
 
 }  // namespace ref
 }  // namespace sparsebert

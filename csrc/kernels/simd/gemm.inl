@@ -29,7 +29,7 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) S::store(y + (row0 + r) * ldy + c0 + v * S::kLanes, acc[r][v]);
-  if (ep.act != Activation::kNone) {
+  if (ep.act != Activation::kNone && !ep.accumulate) {
     Epilogue rest = ep;
     rest.bias = nullptr;  // already in the sums
     for (int r = 0; r < R; ++r) finish_row<S, NV>(y + (row0 + r) * ldy + c0, row0 + r, c0, rest);

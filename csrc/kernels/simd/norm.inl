@@ -34,7 +34,7 @@ inline void softmax_chunk(int32_t m, float* s, int64_t lds, float scale, const u
   const V sc = S::set1(scale);
   V mx[NV], sum[NV];
   for (int v = 0; v < NV; ++v) {
-    mx[v] = S::set1(-3.0e38f);
+    mx[v] = S::set1(-__builtin_inff());  // any kept score, however negative, sets the maximum
     sum[v] = S::zero();
   }
   for (int32_t j = 0; j < m; ++j) {

@@ -1,4 +1,4 @@
-#include "encoder/thread_pool.h"
+#include "common/thread_pool.h"
 
 #include <sched.h>
 #include <unistd.h>

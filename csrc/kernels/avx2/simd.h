@@ -1,5 +1,12 @@
-// AVX2 + FMA primitives for the generic kernels in kernels/simd/. Included inside an anonymous namespace of an
-// AVX2 translation unit only.
+// AVX2 + FMA primitives for the kernels written once in kernels/simd/. Included only by files compiled with this
+// ISA's flags (kernels/simd/instantiate.cc).
+#pragma once
+
+#include <immintrin.h>
+
+namespace sparsebert {
+namespace avx2 {
+
 struct Simd {
   using V = __m256;
   static constexpr int kLanes = 8;
@@ -39,3 +46,6 @@ struct Simd {
   }
   static V select_lt(V a, V b, V t, V f) { return _mm256_blendv_ps(f, t, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
 };
+
+}  // namespace avx2
+}  // namespace sparsebert

@@ -1,5 +1,12 @@
-// AVX-512 primitives for the generic kernels in kernels/simd/. Included inside an anonymous namespace of an
-// AVX-512 translation unit only.
+// AVX-512 primitives for the kernels written once in kernels/simd/. Included only by files compiled with this
+// ISA's flags (kernels/simd/instantiate.cc).
+#pragma once
+
+#include <immintrin.h>
+
+namespace sparsebert {
+namespace avx512 {
+
 struct Simd {
   using V = __m512;
   static constexpr int kLanes = 16;
@@ -37,3 +44,6 @@ struct Simd {
   // a < b ? t : f, lane by lane.
   static V select_lt(V a, V b, V t, V f) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), f, t); }
 };
+
+}  // namespace avx512
+}  // namespace sparsebert

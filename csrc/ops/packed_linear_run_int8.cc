@@ -8,65 +8,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "encoder/thread_pool.h"
+#include "common/thread_pool.h"
 #include "ops/packed_linear.h"
 
 namespace sparsebert {
-
-namespace {
-
-// A byte pair (bytes 0-1 or 2-3 of a block) the bounded-pairs kernels take as it is (kernels.h).
-bool pair_bounded(int8_t a, int8_t b) {
-  const int pos = std::max<int>(a, 0) + std::max<int>(b, 0), neg = std::min<int>(a, 0) + std::min<int>(b, 0);
-  return pos <= 128 && neg >= -128;
-}
-
-}  // namespace
-
-Int8View PackedLinear::int8_view(const KernelTable& kernels) const {
-  if (!kernels.int8_bounded_pairs)
-    return Int8View{i8_ptr_.data(), i8_col_.data(), i8_val_.data(), w_scale_.data(), w_sum_.data()};
-  std::call_once(bounded_once_, [this] {
-    // A block with an unbounded pair becomes w / 2 (toward zero, |.| <= 64) and w - w / 2 (|.| <= 64) on the same
-    // inputs: every pair of each then sums to at most 128 in size, and the two add up to the block exactly.
-    const int32_t* ptr = i8_ptr_.data();
-    const int64_t nb = ptr[rows_];
-    std::vector<int32_t> val;
-    std::vector<uint16_t> col;
-    val.reserve(static_cast<std::size_t>(nb));
-    col.reserve(static_cast<std::size_t>(nb));
-    bounded_ptr_.reset(static_cast<std::size_t>(rows_) + 1);
-    bounded_ptr_.data()[0] = 0;
-    for (int32_t r = 0; r < rows_; ++r) {
-      for (int32_t j = ptr[r]; j < ptr[r + 1]; ++j) {
-        int8_t w[4];
-        std::memcpy(w, &i8_val_.data()[j], 4);
-        if (pair_bounded(w[0], w[1]) && pair_bounded(w[2], w[3])) {
-          val.push_back(i8_val_.data()[j]);
-          col.push_back(i8_col_.data()[j]);
-          continue;
-        }
-        int8_t half[4], rest[4];
-        for (int q = 0; q < 4; ++q) {
-          half[q] = static_cast<int8_t>(w[q] / 2);
-          rest[q] = static_cast<int8_t>(w[q] - half[q]);
-        }
-        int32_t word;
-        std::memcpy(&word, half, 4);
-        val.push_back(word);
-        std::memcpy(&word, rest, 4);
-        val.push_back(word);
-        col.insert(col.end(), 2, i8_col_.data()[j]);
-      }
-      if (val.size() > static_cast<std::size_t>(std::numeric_limits<int32_t>::max()))
-        throw std::length_error("block4_int8 PackedLinear: too many blocks after splitting for the AVX2 kernel");
-      bounded_ptr_.data()[r + 1] = static_cast<int32_t>(val.size());
-    }
-    bounded_val_.assign(val.data(), val.size());
-    bounded_col_.assign(col.data(), col.size());
-  });
-  return Int8View{bounded_ptr_.data(), bounded_col_.data(), bounded_val_.data(), w_scale_.data(), w_sum_.data()};
-}
 
 std::vector<int32_t> PackedLinear::split_int8_rows(const int32_t* ptr, int chunks) const {
   // Equal work: a row costs its blocks plus a little for its epilogue.
