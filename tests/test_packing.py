@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparsebert import packing
+from sparsebert import _native, packing
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_to_packed_linear_round_trip(layout):
     rng = np.random.default_rng(1)
     w = (rng.standard_normal((13, 22)) * (rng.random((13, 22)) < 0.3)).astype(np.float32)
     b = rng.standard_normal(13).astype(np.float32)
-    p = packing.to_packed_linear(layout, packing.pack_arrays(w, layout), b, shape=w.shape)
+    p = _native.to_packed_linear(layout, packing.pack_arrays(w, layout), b, shape=w.shape)
     assert (p.layout, p.rows, p.cols) == (layout, 13, 22)
     y = p.matmul(np.eye(22, dtype=np.float32))
     np.testing.assert_array_equal(y, w + b[:, None])

@@ -26,8 +26,8 @@ from .export import export
 # name -> (module, attribute or None for the module itself), resolved on first access
 _LAZY = {
     "SparseEngine": ("sparsebert.engine", "SparseEngine"),
-    "available_isas": ("sparsebert.kernels", "available_isas"),
-    "default_isa": ("sparsebert.kernels", "default_isa"),
+    "available_isas": ("sparsebert._native", "available_isas"),
+    "default_isa": ("sparsebert._native", "default_isa"),
     "kernels": ("sparsebert.kernels", None),
     "pipeline": ("sparsebert.pipelines", "pipeline"),
 }

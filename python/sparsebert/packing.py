@@ -2,8 +2,8 @@
 
 Two passes, as in XNNPACK's sparse operators: ``analyze`` measures, ``choose_layout``
 decides, ``pack_arrays`` builds the arrays described in ``format/layouts.py``.  Only
-numpy here, so exporting needs no compiled code; ``to_packed_linear`` is the one
-bridge to ``sparsebert._core``.
+numpy here, so exporting needs no compiled code (``_native.to_packed_linear`` builds
+the extension's objects from these arrays).
 """
 
 from __future__ import annotations
@@ -132,37 +132,3 @@ def _pointers(counts: np.ndarray) -> np.ndarray:
 def stored_nbytes(arrays: Mapping[str, np.ndarray], bias: np.ndarray | None = None) -> int:
     """Bytes the packed arrays (and the bias) take on disk."""
     return sum(a.nbytes for a in arrays.values()) + (0 if bias is None else bias.nbytes)
-
-
-def to_packed_linear(
-    layout: str,
-    arrays: Mapping[str, np.ndarray],
-    bias: np.ndarray | None = None,
-    shape: tuple[int, int] | None = None,
-):
-    """Build a ``_core.PackedLinear`` from arrays made by ``pack_arrays`` (or read from a file).
-
-    ``shape`` ([N, K]) is required for the sparse layouts, whose arrays do not
-    determine K; for dense it is taken from the weight.
-    """
-    from ._native import load_core
-
-    core = load_core()
-    if layout == "dense":
-        return core.PackedLinear.dense(arrays["weight"], bias)
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    if shape is None:
-        raise ValueError(f"the {layout} layout needs shape=(n_rows, n_cols)")
-    n_rows, n_cols = (int(d) for d in shape)
-    if layout == "unstructured":
-        return core.PackedLinear.unstructured(
-            n_rows, n_cols, arrays["row_ptr"], arrays["col_idx"], arrays["values"], bias
-        )
-    if layout == "block4_int8":
-        return core.PackedLinear.block4_int8(
-            n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], arrays["scales"], bias
-        )
-    return core.PackedLinear.block4(
-        n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], bias
-    )

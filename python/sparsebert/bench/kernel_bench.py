@@ -24,9 +24,9 @@ PEAK_TRIES = 3  # the peak is a maximum: keep the best of a few tries on a noisy
 
 def fma_peak(isa: str) -> float:
     """Best of a few single-thread FMA peak measurements of ``isa`` (GFLOP/s)."""
-    from .._native import load_core
+    from .. import _native
 
-    core = load_core()
+    core = _native.core()
     return max(core.fma_peak_gflops(isa, PEAK_SECONDS) for _ in range(PEAK_TRIES))
 
 
