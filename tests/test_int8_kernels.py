@@ -8,7 +8,7 @@ import pytest
 
 from sparsebert import kernels
 from sparsebert import _native
-from sparsebert.quantization import quantize_weight_int8
+from sparsebert.convert.quantization import quantize_weight_int8
 
 _core = _native.core()
 ISAS = kernels.available_isas()

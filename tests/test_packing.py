@@ -1,4 +1,4 @@
-"""sparsebert.packing: statistics, layout choice and the packed arrays (pure numpy)."""
+"""sparsebert.convert.packing: statistics, layout choice and the packed arrays (pure numpy)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparsebert import _native, packing
+from sparsebert import _native
+from sparsebert.convert import packing
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ PIPELINE_TASKS = ("feature-extraction", "sentence-embedding", "text-classificati
 
 def _parser() -> argparse.ArgumentParser:
     from .format.layouts import LAYOUTS
-    from .packing import DENSE_BELOW
+    from .convert.packing import DENSE_BELOW
 
     parser = argparse.ArgumentParser(
         prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders."
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .convert import export
 
     if args.calibration is not None and args.quantize is None:
         raise ValueError("--calibration needs --quantize int8")
@@ -112,8 +112,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .export.compaction import describe as describe_compaction
-    from .export.report import ExportReport, format_bytes
+    from .convert.compaction import describe as describe_compaction
+    from .convert.report import ExportReport, format_bytes
     from .format import read_model
 
     model = read_model(args.file)
@@ -134,7 +134,7 @@ def _info(args: argparse.Namespace) -> int:
     compaction = describe_compaction(c)
     if compaction:
         print(compaction)
-    from .export.exporter import _describe_calibration, _describe_grid
+    from .convert.exporter import _describe_calibration, _describe_grid
 
     for key, describe in (("quantized_checkpoint", _describe_grid), ("calibration", _describe_calibration)):
         if key in producer:

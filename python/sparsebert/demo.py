@@ -103,7 +103,7 @@ def run_demo(sparsity: float = 0.9, block: int = 1, runs: int = 20, threads: int
     import transformers
 
     from .engine import SparseEngine
-    from .export import export
+    from .convert import export
     from .pruning import prune_bert_
 
     # Unused-weight notices and loading progress bars are noise in a demo's output.

@@ -15,7 +15,7 @@ import numpy as np
 from . import _native
 from ._native import available_isas, default_isa
 from .format.layouts import LAYOUTS
-from .packing import DENSE_BELOW, analyze, choose_layout, pack_arrays
+from .convert.packing import DENSE_BELOW, analyze, choose_layout, pack_arrays
 
 # The extension's own objects, resolved on first access (module __getattr__ below).
 _FROM_CORE = ("PackedLinear", "int8_isa")

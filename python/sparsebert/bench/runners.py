@@ -72,7 +72,7 @@ def sparsebert_fp32_runner(packed: Any, inputs: dict[str, np.ndarray], threads: 
     """sparsebert on the fp32 twin of an int8 file: the same (dequantized) weights, fp32 layouts."""
     import os
 
-    from ..export import export
+    from ..convert import export
     from .models import to_transformers
 
     path = os.path.join(workdir, "fp32.sbert")

@@ -10,7 +10,7 @@ activation). Graphs with ops the encoder does not have are refused, naming the n
 Quantized graphs in the QDQ format (ONNX Runtime's ``quantize_static``, QAT exports): a DequantizeLinear of a
 constant is a constant, so weights come out as the values the graph computes with, and a weight whose scale is
 one per output feature (per tensor or per output channel) keeps its integers and scales for ``quantize="int8"``
-(the Checkpoint's ``weight_scales``, as export/qat.py gives for torch checkpoints). QuantizeLinear ->
+(the Checkpoint's ``weight_scales``, as convert/qat.py gives for torch checkpoints). QuantizeLinear ->
 DequantizeLinear pairs on activations are looked through; the engine quantizes activations its own way.
 Operator-oriented quantized graphs (MatMulInteger, QLinearMatMul, ...) are refused.
 """

@@ -10,8 +10,8 @@ import numpy as np
 from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
-from ..packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
-from ..quantization import quantize_weight_int8
+from .packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
+from .quantization import quantize_weight_int8
 from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert, qat
 from .sentence_transformers_config import sentence_config
 from .report import ExportReport, LinearRow
@@ -38,14 +38,14 @@ def export(
     ``layout="auto"`` chooses per linear layer: dense below ``dense_below`` sparsity,
     else block4 when the nonzeros fill aligned 4-blocks well, else unstructured.
     Any other value forces that layout on every linear.  With ``compact``, attention
-    heads and FFN neurons that cannot change the output are removed (export/compaction.py).
+    heads and FFN neurons that cannot change the output are removed (convert/compaction.py).
     The per-layer report is printed when ``verbose`` and always returned.  The tokenizer
     (``tokenizer=``: a tokenizer.json path or directory, a ``tokenizers.Tokenizer`` or a
     fast ``transformers`` tokenizer; by default the source directory's ``tokenizer.json``
     when it has one) is carried into the file for ``sparsebert.pipeline``.
 
     ``source`` may also be an ``.onnx`` file written by ``torch.onnx.export`` or Optimum
-    (export/onnx_import.py); ``config`` is then its transformers config (a dict or a
+    (convert/onnx_import.py); ``config`` is then its transformers config (a dict or a
     config.json path; default: the config.json beside it), and the packed model is checked
     against ONNX Runtime on the same file (when installed) before it replaces ``out_path``.
 
@@ -53,9 +53,9 @@ def export(
     symmetric, one scale per output channel; unstructured nonzeros are grouped into zero-filled 4-blocks);
     the pooler and heads stay fp32. The int8 model is then compared with its fp32 twin on calibration inputs
     (``calibration``: a text file, one input per line, tokenized with the model's tokenizer; default: random
-    tokens) and the agreement is stored in the file and printed (export/calibration.py), for the whole model and
+    tokens) and the agreement is stored in the file and printed (convert/calibration.py), for the whole model and
     after each layer. A quantized checkpoint whose weight scales can be read (QAT fake-quantizers, torch's
-    quantized linears, a QDQ ONNX graph: export/qat.py, export/onnx_import.py) keeps its int8 weights and scales.
+    quantized linears, a QDQ ONNX graph: convert/qat.py, convert/onnx_import.py) keeps its int8 weights and scales.
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .format.layouts import BLOCK, LAYOUTS, MAX_SPARSE_COLS, MAX_STORED
+from ..format.layouts import BLOCK, LAYOUTS, MAX_SPARSE_COLS, MAX_STORED
 
 # Below this sparsity the index overhead and the scattered loads of a sparse kernel
 # cost more than the skipped multiply-adds save; the dense GEMM wins.
