@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from .hf_names import LAYER_NAMES
 
 FAKE_QUANT = ".weight_fake_quant"
 QINT8_RANGE = (-128, 127)  # torch's qint8 weight fake-quantizers (default, per-channel and x86 QAT qconfigs)
@@ -163,8 +164,6 @@ def layer_row_scales(weight_scales: dict[str, np.ndarray], family: str, layers: 
     """Per-row scales of the encoder-layer linears (the ones int8 export packs), under their file names
     (hf_names.py): ``layers.{i}.attention.qkv`` stacks Q, K and V as the mapper does. Rows of a linear that the
     checkpoint did not quantize get NaN: the exporter chooses their scale itself."""
-    from .hf_names import LAYER_NAMES
-
     if not weight_scales:
         return {}
     result = {}
