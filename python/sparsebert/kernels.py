@@ -15,7 +15,8 @@ import numpy as np
 from . import _native
 from ._native import available_isas, default_isa
 from .format.layouts import LAYOUTS
-from .convert.packing import DENSE_BELOW, analyze, choose_layout, pack_arrays
+from .convert.pack import pack_linear
+from .convert.packing import DENSE_BELOW, analyze, choose_layout
 
 # The extension's own objects, resolved on first access (module __getattr__ below).
 _FROM_CORE = ("PackedLinear", "int8_isa")
@@ -51,11 +52,11 @@ def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     if layout == "auto":
         layout = choose_layout(analyze(weight), dense_below)
-    return _native.to_packed_linear(layout, pack_arrays(weight, layout), bias, weight.shape)
+    return _native.to_packed_linear(layout, pack_linear(weight, layout).arrays, bias, weight.shape)
 
 
 def pack_int8(weight: Any, bias: Any = None) -> Any:
-    """Pack a [N, K] weight (and optional [N] bias) as int8 4-blocks (``quantization.quantize_weight_int8``)
+    """Pack a [N, K] weight (and optional [N] bias) as int8 4-blocks (``convert.quantization.quantize_weight_int8``)
     into a ``_core.PackedLinear`` of layout ``block4_int8``; its ``matmul`` quantizes activations per token."""
     return pack(weight, bias, layout="block4_int8")
 

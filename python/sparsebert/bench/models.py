@@ -183,7 +183,7 @@ def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | 
 
 
 def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """The dense float32 [N, K] weight a packed linear stores (the inverse of ``packing.pack_arrays``)."""
+    """The dense float32 [N, K] weight a packed linear stores (the inverse of ``convert.pack.pack_linear``)."""
     n_rows, n_cols = shape
     if layout == "dense":
         return np.array(arrays["weight"], dtype=np.float32, copy=True)

@@ -10,8 +10,8 @@ import numpy as np
 from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
-from .packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, stored_nbytes
-from .quantization import quantize_weight_int8
+from .pack import pack_linear
+from .packing import DENSE_BELOW, analyze, choose_layout, stored_nbytes
 from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert, qat
 from .sentence_transformers_config import sentence_config
 from .report import ExportReport, LinearRow
@@ -179,25 +179,19 @@ def _pack_items(items: dict[str, Any], chosen_layout,
         weight, bias = item
         stats = analyze(weight)
         chosen = chosen_layout(name, stats)
-        weight_error = None
-        if chosen == "block4_int8":
-            q = quantize_weight_int8(weight, (row_scales or {}).get(name))
-            packed = {k: q[k] for k in ("block_ptr", "block_col", "block_values", "scales")}
-            block_fill, weight_error = q["block_fill"], q["relative_error"]
-        else:
-            packed = pack_arrays(weight, chosen)
-            block_fill = stats["block_fill"]
-        tensors.update({f"{name}.{suffix}": array for suffix, array in packed.items()})
+        scales = (row_scales or {}).get(name) if chosen == "block4_int8" else None
+        packed = pack_linear(weight, chosen, scales)
+        tensors.update({f"{name}.{suffix}": array for suffix, array in packed.arrays.items()})
         tensors[f"{name}.bias"] = bias
         rows.append(LinearRow(
             name=name,
             shape=(weight.shape[0], weight.shape[1]),
             nnz=stats["nnz"],
             sparsity=stats["sparsity"],
-            block_fill=block_fill,
+            block_fill=packed.block_fill,
             layout=chosen,
-            bytes=stored_nbytes(packed, bias),
-            weight_error=weight_error,
+            bytes=stored_nbytes(packed.arrays, bias),
+            weight_error=packed.weight_error,
         ))
     return tensors, rows
 

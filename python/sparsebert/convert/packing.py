@@ -1,9 +1,11 @@
-"""Analyse a weight matrix, choose its packed layout and build the packed arrays.
+"""Analyse a weight matrix, choose its packed layout and build the float layouts' arrays.
 
 Two passes, as in XNNPACK's sparse operators: ``analyze`` measures, ``choose_layout``
-decides, ``pack_arrays`` builds the arrays described in ``format/layouts.py``.  Only
-numpy here, so exporting needs no compiled code (``_native.to_packed_linear`` builds
-the extension's objects from these arrays).
+decides, ``pack_arrays`` builds the arrays described in ``format/layouts.py`` for the
+float layouts (dense, unstructured, block4). int8 weights are built on the block4
+arrays by quantization.py; pack.py packs any layout. Only numpy here, so exporting
+needs no compiled code (``_native.to_packed_linear`` builds the extension's objects
+from these arrays).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ DENSE_BELOW = 0.5
 # From this fill on, a 4-block layout stores at most 1/3 padding zeros, and one index
 # per 4 weights plus 4-wide vector loads beat the unstructured kernel's per-weight index.
 BLOCK4_MIN_FILL = 0.75
+FLOAT_LAYOUTS = ("dense", "unstructured", "block4")  # what pack_arrays builds; block4_int8 is quantized
 
 _F32, _I32, _U16 = 4, 4, 2  # bytes per stored element
 
@@ -77,23 +80,17 @@ def choose_layout(stats: Mapping[str, Any], dense_below: float = DENSE_BELOW) ->
 
 
 def pack_arrays(weight: Any, layout: str) -> dict[str, np.ndarray]:
-    """The on-disk arrays of ``weight`` (float32 [N, K]) in ``layout``; the bias is stored separately."""
+    """The on-disk arrays of ``weight`` (float32 [N, K]) in a float ``layout`` (FLOAT_LAYOUTS); the bias is stored
+    separately. block4_int8 arrays are quantized weights: ``pack.pack_linear`` builds them."""
     weight = np.ascontiguousarray(_as_matrix(weight), dtype=np.float32)
     n_rows, n_cols = weight.shape
     if layout == "dense":
         return {"weight": weight}
-    if layout not in LAYOUTS:
+    if layout not in FLOAT_LAYOUTS:
+        if layout in LAYOUTS:
+            raise ValueError(f"the {layout} layout holds quantized weights: build it with pack.pack_linear")
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    if n_cols > MAX_SPARSE_COLS:
-        raise ValueError(
-            f"{layout} layout stores uint16 column indices, so K must be <= {MAX_SPARSE_COLS} "
-            f"(got {n_cols}); use the dense layout"
-        )
-    if layout == "block4_int8":
-        from .quantization import quantize_weight_int8  # it builds on the block4 packing below
-
-        q = quantize_weight_int8(weight)
-        return {k: q[k] for k in ("block_ptr", "block_col", "block_values", "scales")}
+    check_sparse_width(layout, n_cols)
     if layout == "unstructured":
         nonzero = weight != 0
         counts = nonzero.sum(axis=1)
@@ -116,6 +113,15 @@ def pack_arrays(weight: Any, layout: str) -> dict[str, np.ndarray]:
         "block_col": np.nonzero(present)[1].astype(np.uint16),
         "block_values": np.ascontiguousarray(blocks[present]),
     }
+
+
+def check_sparse_width(layout: str, n_cols: int) -> None:
+    """ValueError unless a sparse ``layout`` can index ``n_cols`` input columns."""
+    if n_cols > MAX_SPARSE_COLS:
+        raise ValueError(
+            f"{layout} layout stores uint16 column indices, so K must be <= {MAX_SPARSE_COLS} "
+            f"(got {n_cols}); use the dense layout"
+        )
 
 
 def _check_stored(count: int) -> None:
