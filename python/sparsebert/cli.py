@@ -112,8 +112,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .convert.compaction import describe as describe_compaction
-    from .convert.report import ExportReport, format_bytes
+    from .convert.report import (ExportReport, describe_calibration, describe_compaction,
+                                 describe_quantized_checkpoint, format_bytes)
     from .format import read_model
 
     model = read_model(args.file)
@@ -134,9 +134,8 @@ def _info(args: argparse.Namespace) -> int:
     compaction = describe_compaction(c)
     if compaction:
         print(compaction)
-    from .convert.exporter import _describe_calibration, _describe_grid
-
-    for key, describe in (("quantized_checkpoint", _describe_grid), ("calibration", _describe_calibration)):
+    for key, describe in (("quantized_checkpoint", describe_quantized_checkpoint),
+                          ("calibration", describe_calibration)):
         if key in producer:
             try:
                 print(describe(producer[key]))

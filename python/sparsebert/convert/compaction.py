@@ -122,18 +122,3 @@ def compact(items: dict[str, Any], config: dict[str, Any],
         config["layer_heads"] = [r.heads_kept for r in result]
         config["layer_intermediate"] = [r.neurons_kept for r in result]
     return result
-
-
-def describe(config: dict[str, Any]) -> str | None:
-    """One line per compacted layer from a file's config, or None when nothing was removed."""
-    if "layer_heads" not in config:
-        return None
-    heads, neurons = config["num_attention_heads"], config["intermediate_size"]
-    kept_h, kept_n = config["layer_heads"], config["layer_intermediate"]
-    lines = [f"structured compaction: {sum(heads - k for k in kept_h)} of {heads * len(kept_h)} heads and "
-             f"{sum(neurons - k for k in kept_n)} of {neurons * len(kept_n)} FFN neurons removed"]
-    for i, (kh, kn) in enumerate(zip(kept_h, kept_n)):
-        if kh < heads or kn < neurons:
-            lines.append(f"  layer {i}: {heads - kh} heads removed ({kh} kept), {neurons - kn} neurons removed "
-                         f"({kn} kept)")
-    return "\n".join(lines)

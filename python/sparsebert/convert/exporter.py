@@ -14,7 +14,7 @@ from .pack import pack_linear
 from .packing import DENSE_BELOW, analyze, choose_layout, stored_nbytes
 from . import compaction, hf_bert, hf_checkpoint, hf_config, hf_distilbert, qat
 from .sentence_transformers_config import sentence_config
-from .report import ExportReport, LinearRow
+from .report import ExportReport, LinearRow, describe_calibration, describe_compaction, describe_quantized_checkpoint
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 QUANTIZE_CHOICES = (None, "int8")
@@ -109,7 +109,7 @@ def export(
     tensors, rows = _pack_items(items, chosen_layout, row_scales)
 
     grid = _grid_summary(checkpoint.weight_scales, row_scales, quantize)
-    notes = [n for n in (compaction.describe(config), sentence_note, grid and _describe_grid(grid)) if n]
+    notes = [n for n in (describe_compaction(config), sentence_note, grid and describe_quantized_checkpoint(grid)) if n]
     report = ExportReport(rows, notes="\n".join(notes) or None)
     producer = {
         "name": "sparsebert",
@@ -131,7 +131,7 @@ def export(
         result = calibrate(out_path, config, (report.linears_meta(), tensors), (twin_meta, twin), tokenizer_text,
                            calibration)
         producer["calibration"] = result
-        report.notes = "\n".join(n for n in (report.notes, _describe_calibration(result)) if n)
+        report.notes = "\n".join(n for n in (report.notes, describe_calibration(result)) if n)
     if not is_onnx:
         write_model(out_path, config, report.linears_meta(), tensors, producer, tokenizer=tokenizer_text)
     else:
@@ -204,31 +204,6 @@ def _grid_summary(weight_scales: dict[str, Any], row_scales: dict[str, Any], qua
         return {"linears": len(weight_scales), "int8": False}
     return {"linears": len(row_scales), "int8": True, "rows": sum(len(v) for v in row_scales.values()),
             "rows_regridded": sum(int(np.isnan(v).sum()) for v in row_scales.values())}
-
-
-def _describe_grid(summary: dict[str, Any]) -> str:
-    if not summary["int8"]:
-        return (f"quantized checkpoint: {summary['linears']} linears exported in float with the weights they compute "
-                "with; quantize='int8' keeps them on their int8 grid")
-    text = (f"quantized checkpoint: {summary['linears']} encoder linears keep its int8 weights and scales; "
-            "activations are quantized per token at run time (its activation scales are not used)")
-    if summary["rows_regridded"]:
-        text += (f"; {summary['rows_regridded']} of {summary['rows']} rows were not on a grid int8 can hold "
-                 "(asymmetric, or not quantized) and were quantized on a symmetric grid of sparsebert's")
-    return text
-
-
-def _describe_calibration(result: dict[str, Any]) -> str:
-    text = (f"int8 vs fp32 on {result['inputs']}: token cosine min {result['min_token_cosine']:.4f}, "
-            f"mean {result['mean_token_cosine']:.5f}; max |difference| {result['max_abs_diff']:.3g}")
-    if "argmax_agreement" in result:
-        text += f"; argmax agreement {result['argmax_agreement']:.1%}"
-    layers = result.get("layers")  # files written before the per-layer figures have none
-    if layers:
-        text += "\nint8 vs fp32 hidden state after each layer:" + "".join(
-            f"\n  layer {i}: relative RMS difference {layer['relative_rms']:.2%}, token cosine min "
-            f"{layer['min_token_cosine']:.4f}" for i, layer in enumerate(layers))
-    return text
 
 
 def _tokenizer_text(source: Any, tokenizer: Any) -> str | None:
