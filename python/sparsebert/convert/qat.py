@@ -180,3 +180,15 @@ def layer_row_scales(weight_scales: dict[str, np.ndarray], family: str, layers: 
             result[f"layers.{i}.{ours}"] = np.concatenate(
                 [r if r is not None else np.full(known.shape, np.nan, np.float32) for r in rows])
     return result
+
+
+def grid_summary(weight_scales: dict[str, np.ndarray], row_scales: dict[str, np.ndarray],
+                 int8: bool) -> dict[str, Any] | None:
+    """What an export kept of a quantized checkpoint's int8 grid, for the file's producer record and the report
+    (report.describe_quantized_checkpoint); None for a float checkpoint. ``int8``: whether the export is."""
+    if not weight_scales:
+        return None
+    if not int8:
+        return {"linears": len(weight_scales), "int8": False}
+    return {"linears": len(row_scales), "int8": True, "rows": sum(len(v) for v in row_scales.values()),
+            "rows_regridded": sum(int(np.isnan(v).sum()) for v in row_scales.values())}
