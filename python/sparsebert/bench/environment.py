@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from .. import _native
+
 PACKAGES = ("sparsebert", "numpy", "torch", "transformers", "onnx", "onnxruntime", "matplotlib")
 
 
@@ -30,8 +32,6 @@ def command_line(argv: list[str] | None = None) -> str:
 def cpu_brand() -> str:
     """The CPU's marketing name: from CPUID via the extension, else /proc/cpuinfo, else platform."""
     try:
-        from .. import _native
-
         brand = _native.core().cpu_info().get("brand", "").strip()
         if brand:
             return brand
@@ -99,8 +99,6 @@ def environment(isa: str | None = None, threads: int | list[int] | None = None, 
     flags: list[str] = []
     extension = None
     try:
-        from .. import _native
-
         core = _native.core()
         flags = list(core.cpu_info().get("flags", []))
         # The commit names the sources; the build's file and time say whether the extension was rebuilt from them.

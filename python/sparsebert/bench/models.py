@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..format import PackedModel, read_model
+from ..convert import export
 from ..convert.hf_names import LAYER_NAMES
+from ..format import PackedModel, read_model
 from ..format.layouts import BLOCK
+from ..pruning import prune_bert_
 
 # name -> config arguments (BertConfig's names; FAMILIES gives the family when not BERT).  "tiny" (and its
 # RoBERTa / DistilBERT twins) exist for the tests: small enough to export and run in well under a second.
@@ -126,9 +128,6 @@ def _transformers() -> Any:
 def export_pruned(model: Any, sparsity: float, block: int, path: str, layout: str = "auto",
                   quantize: str | None = None) -> Any:
     """Magnitude-prune a copy of ``model`` (the original stays dense, for the next sweep point) and export it."""
-    from ..convert import export
-    from ..pruning import prune_bert_
-
     pruned = prune_bert_(copy.deepcopy(model), sparsity, block)
     # Not compacted: the peers are rebuilt from this file and must hold exactly the pruned weights.
     return export(pruned, path, layout=layout, verbose=False, compact=False, quantize=quantize)
@@ -165,8 +164,6 @@ def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | 
         raise FileNotFoundError(f"no such model file or checkpoint directory: {source}")
     if not os.path.isdir(source):
         return ModelSource(source, os.path.basename(source), dict(kind="file", path=os.path.abspath(source)))
-    from ..convert import export
-
     tmp = _tempdir(workdir)
     try:
         path = os.path.join(tmp.name, "model.sbert")
