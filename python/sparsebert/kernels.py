@@ -14,9 +14,9 @@ import numpy as np
 
 from . import _native
 from ._native import available_isas, default_isa
-from .format.layouts import LAYOUTS
 from .convert.pack import pack_linear
 from .convert.packing import DENSE_BELOW, analyze, choose_layout
+from .format.layouts import LAYOUTS
 
 # The extension's own objects, resolved on first access (module __getattr__ below).
 _FROM_CORE = ("PackedLinear", "int8_isa")
