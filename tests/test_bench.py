@@ -16,7 +16,7 @@ import sparsebert
 from sparsebert.bench import flops, report, timing
 from sparsebert.bench.models import dense_weight, to_transformers
 from sparsebert.format import read_model
-from sparsebert.packing import pack_arrays
+from sparsebert.convert.packing import pack_arrays
 
 from conftest import apply_plan_, assert_close, assert_close_unpadded, make_model, random_inputs, torch_forward
 

@@ -1,4 +1,4 @@
-"""Structured compaction (export/compaction.py): heads and FFN neurons that cannot change the output are removed,
+"""Structured compaction (convert/compaction.py): heads and FFN neurons that cannot change the output are removed,
 constants folded into biases, and the engine still matches transformers and the uncompacted export."""
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def test_export_safetensors_dir_without_torch(tmp_path):
 def test_import_sparsebert_does_not_import_torch():
     # `import sparsebert` alone must stay cheap even where torch is installed.
     script = (
-        "import sys, sparsebert, sparsebert.format, sparsebert.export, sparsebert.packing\n"
+        "import sys, sparsebert, sparsebert.format, sparsebert.convert, sparsebert.convert.packing\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'safetensors', 'tokenizers') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

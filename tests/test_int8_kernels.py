@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from sparsebert import kernels
-from sparsebert._native import load_core
-from sparsebert.quantization import quantize_weight_int8
+from sparsebert import _native
+from sparsebert.convert.quantization import quantize_weight_int8
 
-_core = load_core()
+_core = _native.core()
 ISAS = kernels.available_isas()
 
 

@@ -1,4 +1,4 @@
-"""sparsebert.packing: statistics, layout choice and the packed arrays (pure numpy)."""
+"""sparsebert.convert.packing and pack: statistics, layout choice and the packed arrays (pure numpy)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparsebert import packing
+from sparsebert import _native
+from sparsebert.convert import packing
+from sparsebert.convert.pack import pack_linear
+from sparsebert.convert.quantization import quantize_weight_int8
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -118,6 +121,34 @@ def test_pack_arrays_rejects():
         with pytest.raises(ValueError, match="65535"):
             packing.pack_arrays(wide, layout)
     np.testing.assert_array_equal(packing.pack_arrays(wide, "dense")["weight"], wide)
+    # int8 weights are quantized, not packed as they are: pack.pack_linear builds them.
+    with pytest.raises(ValueError, match="pack_linear"):
+        packing.pack_arrays(np.ones((2, 4), np.float32), "block4_int8")
+
+
+def test_pack_linear_every_layout():
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((6, 18)) * (rng.random((6, 18)) < 0.4)).astype(np.float32)
+    stats = packing.analyze(w)
+    for layout in packing.FLOAT_LAYOUTS:
+        packed = pack_linear(w, layout)
+        np.testing.assert_array_equal(unpack(packed.arrays, layout, w.shape), w)
+        assert packed.stats == stats and packed.block_fill == stats["block_fill"] and packed.weight_error is None
+    q = quantize_weight_int8(w)
+    packed = pack_linear(w, "block4_int8")
+    assert sorted(packed.arrays) == ["block_col", "block_ptr", "block_values", "scales"]
+    for name, array in packed.arrays.items():
+        np.testing.assert_array_equal(array, q[name])
+    assert (packed.block_fill, packed.weight_error) == (q["block_fill"], q["relative_error"])
+    # A quantized checkpoint's scales reach the int8 grid; float layouts take none.
+    scales = np.full(6, np.nan, np.float32)
+    scales[0] = 0.5
+    w[0] = np.round(w[0] / 0.5) * 0.5
+    assert pack_linear(w, "block4_int8", scales).arrays["scales"][0] == 0.5
+    with pytest.raises(ValueError, match="scales"):
+        pack_linear(w, "block4", scales)
+    with pytest.raises(ValueError, match="65535"):
+        pack_linear(np.ones((1, 65536), np.float32), "block4_int8")
 
 
 def test_pack_arrays_largest_sparse_k():
@@ -249,7 +280,7 @@ def test_to_packed_linear_round_trip(layout):
     rng = np.random.default_rng(1)
     w = (rng.standard_normal((13, 22)) * (rng.random((13, 22)) < 0.3)).astype(np.float32)
     b = rng.standard_normal(13).astype(np.float32)
-    p = packing.to_packed_linear(layout, packing.pack_arrays(w, layout), b, shape=w.shape)
+    p = _native.to_packed_linear(layout, packing.pack_arrays(w, layout), b, shape=w.shape)
     assert (p.layout, p.rows, p.cols) == (layout, 13, 22)
     y = p.matmul(np.eye(22, dtype=np.float32))
     np.testing.assert_array_equal(y, w + b[:, None])

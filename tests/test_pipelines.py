@@ -116,6 +116,49 @@ def test_long_text_is_truncated(exported):
     assert sparsebert.pipeline("text-classification", path)("word " * 500)["label"]
 
 
+def test_tokenize_pads_masks_and_truncates(exported):
+    _, ckpt, path = exported("base")
+    pipe = sparsebert.pipeline("feature-extraction", path)
+    hf = transformers.AutoTokenizer.from_pretrained(str(ckpt))
+    texts = [TEXTS[0], "a", "word " * 200]
+    for max_length in (None, 12):
+        ours = pipe.tokenize(texts, max_length=max_length)
+        theirs = hf(texts, padding="longest", truncation=True, max_length=max_length or pipe.max_length,
+                    return_tensors="np")
+        assert sorted(ours) == ["attention_mask", "input_ids", "token_type_ids"]
+        for key, value in ours.items():
+            assert value.dtype == np.int64
+            np.testing.assert_array_equal(value, theirs[key], err_msg=key)
+    # By default the longest sequence the model accepts (max_position_embeddings 64); right-padded and masked.
+    default = pipe.tokenize(texts)
+    ids, mask = default["input_ids"], default["attention_mask"]
+    assert ids.shape == (3, 64) and mask[2].all() and mask[1].tolist() == [1, 1, 1] + [0] * 61
+    assert (ids[1, 3:] == 0).all()
+    assert pipe.tokenize("a")["input_ids"].shape == (1, 3)  # one string: a batch of one, no padding
+    # The arrays are the ones the pipeline runs.
+    hidden = pipe.engine.run(pipe.tokenize(texts[:2]))["last_hidden_state"]
+    for i, features in enumerate(pipe(texts[:2])):
+        np.testing.assert_array_equal(hidden[i, :len(features)], features)
+    for bad in (0, 65, True, 2.0):
+        with pytest.raises(ValueError, match="max_length"):
+            pipe.tokenize(texts, max_length=bad)
+    with pytest.raises(TypeError):
+        pipe.tokenize([1])
+    with pytest.raises(ValueError, match="at least one"):
+        pipe.tokenize([])
+
+
+def test_tokenize_pads_with_the_models_pad_id(tmp_path, minilm_dir):
+    from test_families import make_family_model
+
+    model = make_family_model("Roberta", "Model", vocab_size=30522, max_position_embeddings=42)
+    path = tmp_path / "roberta.sbert"
+    sparsebert.export(model, path, verbose=False, tokenizer=minilm_dir)
+    inputs = sparsebert.pipeline("feature-extraction", path).tokenize(["a", "two words"])
+    assert (inputs["input_ids"][0, 3:] == 1).all() and (inputs["attention_mask"][0, 3:] == 0).all()
+    assert inputs["input_ids"].shape[1] == 4 and (inputs["token_type_ids"] == 0).all()
+
+
 def test_cli_run(exported, capsys, monkeypatch):
     import io
     import json

@@ -1,4 +1,4 @@
-"""Already-quantized checkpoints (export/qat.py): torch's dynamic / converted quantized linears and QAT
+"""Already-quantized checkpoints (convert/qat.py): torch's dynamic / converted quantized linears and QAT
 fake-quantized models keep their int8 weights and scales through int8 export, bit for bit; the float export of
 such a model computes with the same dequantized weights as torch; what cannot be read is refused clearly."""
 
@@ -16,7 +16,7 @@ import sparsebert  # noqa: E402
 from sparsebert import SparseEngine, UnsupportedModelError  # noqa: E402
 from sparsebert.bench.models import dense_weight  # noqa: E402
 from sparsebert.format import read_model  # noqa: E402
-from sparsebert.quantization import quantize_weight_int8  # noqa: E402
+from sparsebert.convert.quantization import quantize_weight_int8  # noqa: E402
 
 from conftest import (  # noqa: E402
     apply_plan_, assert_close, make_model, min_token_cosine_unpadded, random_inputs, torch_forward)
@@ -270,7 +270,7 @@ def test_quantize_weight_int8_keeps_given_scales():
 
 
 def test_distilbert_quantized_linears_map_to_their_layers(tmp_path):
-    """DistilBERT names its linears q_lin / k_lin / v_lin / out_lin / lin1 / lin2 (export/hf_names.py)."""
+    """DistilBERT names its linears q_lin / k_lin / v_lin / out_lin / lin1 / lin2 (convert/hf_names.py)."""
     from test_families import make_family_model
 
     model = make_family_model("DistilBert", "Model", seed=2, sparsity=0.9, block=4)

@@ -16,12 +16,12 @@ torch = pytest.importorskip("torch")
 import sparsebert  # noqa: E402
 from sparsebert import SparseEngine  # noqa: E402
 
-from sparsebert._native import load_core  # noqa: E402
+from sparsebert import _native  # noqa: E402
 
 from conftest import assert_close, assert_close_unpadded, apply_plan_, make_model, random_inputs  # noqa: E402
 
 # The AddressSanitizer build's shadow memory and allocator quarantine make RSS say nothing about the engine.
-not_under_asan = pytest.mark.skipif(load_core().SANITIZED, reason="RSS is the sanitizer's under ASan")
+not_under_asan = pytest.mark.skipif(_native.core().SANITIZED, reason="RSS is the sanitizer's under ASan")
 
 
 def rss_bytes() -> int:

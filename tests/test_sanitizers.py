@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sparsebert._native import load_core
+from sparsebert import _native
 
-pytestmark = pytest.mark.skipif(not load_core().SANITIZED, reason="needs the sanitizer build (.ci/sanitizers)")
+pytestmark = pytest.mark.skipif(not _native.core().SANITIZED, reason="needs the sanitizer build (.ci/sanitizers)")
 
 WORKER = Path(__file__).with_name("leak_check_worker.py")
 CONTROL_BYTES = 123_457  # an unusual size, to find the deliberate leak among Python's own

@@ -5,10 +5,12 @@
     engine = SparseEngine.load("model.sbert")
     outputs = engine.run({"input_ids": ids, "attention_mask": mask})
 
-``import sparsebert`` stays cheap: torch, transformers and safetensors are only
-imported by the exporter's loaders and the demo, and the compiled extension only
+``import sparsebert`` stays cheap: every name but the errors and the version is
+resolved on first use, so serving never loads the converter (``export`` is
+``sparsebert.convert.export``); torch, transformers and safetensors are only
+imported by the converter's loaders and the demo, and the compiled extension only
 when something that computes (SparseEngine, kernels, the ISA queries) is first used,
-so the file format and exporter also work where the extension is not built.
+so the file format and converter also work where the extension is not built.
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ from typing import Any
 from ._version import __version__
 from .errors import ModelFormatError, SparseBertError, UnsupportedModelError
 
-# Bound eagerly on purpose: importing the subpackage sparsebert.export would otherwise
-# leave the *module* under the name `export`, shadowing the function.
-from .export import export
-
 # name -> (module, attribute or None for the module itself), resolved on first access
 _LAZY = {
     "SparseEngine": ("sparsebert.engine", "SparseEngine"),
-    "available_isas": ("sparsebert.kernels", "available_isas"),
-    "default_isa": ("sparsebert.kernels", "default_isa"),
+    "export": ("sparsebert.convert", "export"),
+    "available_isas": ("sparsebert._native", "available_isas"),
+    "default_isa": ("sparsebert._native", "default_isa"),
     "kernels": ("sparsebert.kernels", None),
     "pipeline": ("sparsebert.pipelines", "pipeline"),
 }

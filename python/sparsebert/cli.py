@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 from ._version import __version__
+from .bench import cli as bench_cli
+from .convert import export
+from .convert.packing import DENSE_BELOW
+from .convert.report import (ExportReport, describe_calibration, describe_compaction, describe_quantized_checkpoint,
+                             format_bytes)
+from .demo import run_demo
 from .errors import SparseBertError
+from .format import read_model
+from .format.layouts import LAYOUTS
+from .pipelines import TASKS as PIPELINE_TASKS, pipeline
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -33,15 +45,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# As pipelines.TASKS, without importing it (that loads the compiled extension; `export` and `info` must not).
-PIPELINE_TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
-                  "question-answering")
-
-
 def _parser() -> argparse.ArgumentParser:
-    from .format.layouts import LAYOUTS
-    from .packing import DENSE_BELOW
-
     parser = argparse.ArgumentParser(
         prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders."
     )
@@ -92,18 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--question", default=None, help="question-answering: the question (the texts are contexts)")
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: CPUs available)")
 
-    from .bench.cli import add_arguments as add_bench_arguments
-
     p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",
                             description="Time sparsebert and its peers on the same weights and inputs, "
                                         "interleaved; report medians, p10, ratios and GFLOP/s.")
-    add_bench_arguments(p)
+    bench_cli.add_arguments(p)
     return parser
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export
-
     if args.calibration is not None and args.quantize is None:
         raise ValueError("--calibration needs --quantize int8")
     export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact,
@@ -112,10 +112,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .export.compaction import describe as describe_compaction
-    from .export.report import ExportReport, format_bytes
-    from .format import read_model
-
     model = read_model(args.file)
     c, producer = model.config, model.producer
     print(f"file: {model.path} ({format_bytes(os.path.getsize(model.path))})")
@@ -134,9 +130,8 @@ def _info(args: argparse.Namespace) -> int:
     compaction = describe_compaction(c)
     if compaction:
         print(compaction)
-    from .export.exporter import _describe_calibration, _describe_grid
-
-    for key, describe in (("quantized_checkpoint", _describe_grid), ("calibration", _describe_calibration)):
+    for key, describe in (("quantized_checkpoint", describe_quantized_checkpoint),
+                          ("calibration", describe_calibration)):
         if key in producer:
             try:
                 print(describe(producer[key]))
@@ -148,12 +143,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
-    from .pipelines import pipeline
-
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise ValueError("no texts: pass them as arguments or one per line on standard input")
@@ -178,16 +167,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     result = run_demo(sparsity=args.sparsity, block=args.block, runs=args.runs, threads=args.threads, isa=args.isa)
     return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench.cli import run
-
-    return run(args, args.argv)
+    return bench_cli.run(args, args.argv)
 
 
 COMMANDS = {"export": _export, "info": _info, "run": _run, "demo": _demo, "bench": _bench}

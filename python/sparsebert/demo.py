@@ -17,7 +17,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .convert import export
+from .engine import SparseEngine
 from .errors import SparseBertError
+from .kernels import available_isas
+from .pruning import prune_bert_
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -91,8 +95,6 @@ def run_demo(sparsity: float = 0.9, block: int = 1, runs: int = 20, threads: int
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if isa is not None:
         # Fail before the slow part (loading, pruning, exporting) rather than after it.
-        from .kernels import available_isas
-
         if isa not in available_isas():
             raise ValueError(f"isa {isa!r} is not available on this CPU; available: {', '.join(available_isas())}")
     model_dir = _model_dir()
@@ -101,10 +103,6 @@ def run_demo(sparsity: float = 0.9, block: int = 1, runs: int = 20, threads: int
 
     import torch
     import transformers
-
-    from .engine import SparseEngine
-    from .export import export
-    from .pruning import prune_bert_
 
     # Unused-weight notices and loading progress bars are noise in a demo's output.
     transformers.logging.set_verbosity_error()

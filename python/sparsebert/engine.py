@@ -12,13 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ._native import load_core
+from . import _native
 from .errors import ModelFormatError
 from .format import PackedModel, read_model
 from .format.spec import expected_tensors, max_sequence_length
-from .packing import to_packed_linear
-
-_core = load_core()
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 MAX_TOKENS = (2**31 - 1) // 4  # batch x seq of one call, as the C++ encoder bounds it (index arithmetic in int32)
@@ -43,9 +40,9 @@ def _check_threads(num_threads: Any) -> int:
 
 
 def _check_isa(isa: Any) -> str:
-    available = list(_core.available_isas())
+    available = list(_native.available_isas())
     if isa is None:
-        return _core.default_isa()  # ValueError if SPARSEBERT_ISA names something this CPU cannot run
+        return _native.default_isa()  # ValueError if SPARSEBERT_ISA names something this CPU cannot run
     if isa not in available:
         raise ValueError(f"isa {isa!r} is not available on this CPU; available: {', '.join(available)}")
     return isa
@@ -72,7 +69,7 @@ def _build_tensors(model: PackedModel) -> dict[str, Any]:
         own = model.linear_arrays(name)
         bias = own.pop("bias")
         try:
-            tensors[name] = to_packed_linear(meta["layout"], own, bias, tuple(meta["shape"]))
+            tensors[name] = _native.to_packed_linear(meta["layout"], own, bias, tuple(meta["shape"]))
         except ValueError as exc:
             raise ModelFormatError(f"linear {name!r}: {exc}", model.path) from None
     return tensors
@@ -84,7 +81,7 @@ class SparseEngine:
     def __init__(self, encoder: Any, model: PackedModel):
         # Private: use load(), which returns a complete engine or raises, so no half-built engine can exist.
         # Keeps only metadata, not the mapped file.
-        if not isinstance(encoder, _core.Encoder) or not isinstance(model, PackedModel):
+        if not isinstance(encoder, _native.core().Encoder) or not isinstance(model, PackedModel):
             raise TypeError("SparseEngine objects are made by SparseEngine.load(path)")
         self._encoder = encoder
         self._path = model.path
@@ -105,7 +102,7 @@ class SparseEngine:
         model = read_model(path, verify_crc=verify)
         tensors = _build_tensors(model)
         try:
-            encoder = _core.Encoder(dict(model.config), tensors, num_threads, isa)
+            encoder = _native.core().Encoder(dict(model.config), tensors, num_threads, isa)
         except ValueError as exc:
             raise ModelFormatError(f"the encoder refused the model: {exc}", model.path) from None
         return cls(encoder, model)

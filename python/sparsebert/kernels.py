@@ -2,6 +2,8 @@
 
 ``pack`` turns one weight matrix into a ``_core.PackedLinear`` whose ``matmul``
 computes ``W @ x + b`` on feature-major activations ``x`` of shape [K, tokens].
+The extension's names (``PackedLinear``, ``int8_isa``, ...) are looked up on first
+use, so importing this module does not need the extension.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ._native import load_core
+from . import _native
+from ._native import available_isas, default_isa
+from .convert.pack import pack_linear
+from .convert.packing import DENSE_BELOW, analyze, choose_layout
 from .format.layouts import LAYOUTS
-from .packing import DENSE_BELOW, analyze, choose_layout, pack_arrays, to_packed_linear
 
-_core = load_core()
-available_isas = _core.available_isas
-default_isa = _core.default_isa
-PackedLinear = _core.PackedLinear
+# The extension's own objects, resolved on first access (module __getattr__ below).
+_FROM_CORE = ("PackedLinear", "int8_isa")
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 
@@ -50,15 +52,23 @@ def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     if layout == "auto":
         layout = choose_layout(analyze(weight), dense_below)
-    return to_packed_linear(layout, pack_arrays(weight, layout), bias, weight.shape)
+    return _native.to_packed_linear(layout, pack_linear(weight, layout).arrays, bias, weight.shape)
 
 
 def pack_int8(weight: Any, bias: Any = None) -> Any:
-    """Pack a [N, K] weight (and optional [N] bias) as int8 4-blocks (``quantization.quantize_weight_int8``)
+    """Pack a [N, K] weight (and optional [N] bias) as int8 4-blocks (``convert.quantization.quantize_weight_int8``)
     into a ``_core.PackedLinear`` of layout ``block4_int8``; its ``matmul`` quantizes activations per token."""
     return pack(weight, bias, layout="block4_int8")
 
 
-int8_isa = _core.int8_isa
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_CORE:
+        raise AttributeError(f"module 'sparsebert.kernels' has no attribute {name!r}")
+    return getattr(_native.core(), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_FROM_CORE))
+
 
 __all__ = ["PackedLinear", "available_isas", "default_isa", "int8_isa", "pack", "pack_int8"]

@@ -70,8 +70,26 @@ class Pipeline:
             results += self._run(texts[start:start + batch_size], **kwargs)
         return results[0] if single else results
 
-    def _encode(self, texts: list[str]) -> tuple[list[Any], dict[str, np.ndarray]]:
-        self.tokenizer.enable_truncation(self.max_length)
+    def tokenize(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
+        """The engine inputs of ``texts`` (a string or a list of strings), as ``engine.run`` takes them: int64
+        [batch, longest text] ``input_ids`` right-padded with the model's pad id, ``attention_mask`` (0 on padding)
+        and ``token_type_ids`` (0 on padding). Each text is truncated to ``max_length`` tokens, special tokens
+        included (default: the pipeline's ``max_length``: the longest sequence the model, or a sentence-transformers
+        checkpoint, takes)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("tokenize takes a string or a list of strings")
+        if not texts:
+            raise ValueError("tokenize needs at least one text")
+        longest = max_sequence_length(self.engine.config)
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or not 1 <= max_length <= longest):
+            raise ValueError(f"max_length must be an integer in [1, {longest}], got {max_length!r}")
+        return self._encode(texts, max_length)[1]
+
+    def _encode(self, texts: list[str], max_length: int | None = None) -> tuple[list[Any], dict[str, np.ndarray]]:
+        """The encodings of ``texts`` (the tasks read offsets, words and special tokens) and ``tokenize``'s arrays."""
+        self.tokenizer.enable_truncation(self.max_length if max_length is None else max_length)
         self.tokenizer.no_padding()
         encodings = self.tokenizer.encode_batch(texts)
         return encodings, self._arrays(encodings)

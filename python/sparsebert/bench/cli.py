@@ -1,27 +1,30 @@
 """``sparsebert bench``: the engine benchmark, the sparsity sweep (``--sweep``) and the kernels (``--kernels``).
 
-Building the parser imports nothing heavy (``defaults`` only), so ``sparsebert --help`` stays fast; torch,
-onnxruntime and matplotlib are imported when a benchmark actually runs.  Progress goes to stderr and the
+Importing it imports nothing heavy (the harness modules import torch, onnxruntime and matplotlib only when a
+benchmark actually runs), so ``sparsebert --help`` stays fast.  Progress goes to stderr and the
 report to stdout, so ``sparsebert bench ... > report.txt`` keeps only the result.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import defaults
+from ..convert.packing import FLOAT_LAYOUTS
+from . import defaults, plot, report
+from .engine_bench import run_engine_bench
+from .kernel_bench import run_kernel_bench
+from .models import HEADS, RANDOM_CONFIGS, file_source, random_source
+from .sweep import run_sweep
 
 EXIT_OK, EXIT_FAILED = 0, 1
-# As models.RANDOM_CONFIGS and models.HEADS, without importing them (that module is for when a benchmark runs).
-RANDOM_NAMES = ("bert-base", "bert-large", "tiny", "roberta-base", "distilbert-base", "tiny-roberta",
-                "tiny-distilbert")
-HEADS = ("none", "sequence_classification", "question_answering", "token_classification")
-LAYOUT_CHOICES = ("auto", "dense", "unstructured", "block4")
+RANDOM_NAMES = tuple(RANDOM_CONFIGS)
+LAYOUT_CHOICES = ("auto", *FLOAT_LAYOUTS)  # int8 is --quantize
 
 
 def _list_of(kind: type, what: str):
@@ -185,8 +188,6 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _write(args: argparse.Namespace, result: dict[str, Any], markdown: str, plotter: str) -> None:
-    from . import plot, report
-
     if args.json:
         report.write_json(result, args.json)
     if args.markdown:
@@ -205,10 +206,6 @@ RENDERERS = {  # result kind -> (text for the terminal, Markdown, plot function 
 
 def _render(args: argparse.Namespace) -> int:
     """Re-render a saved result (tables change format more often than measurements are worth repeating)."""
-    import json
-
-    from . import report
-
     with open(args.render, encoding="utf-8") as f:
         try:
             result = json.load(f)
@@ -226,8 +223,6 @@ def _render(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     """Run the benchmark ``args`` asks for; print the report; return the exit code."""
-    from . import report
-
     command = "sparsebert " + shlex.join(list(argv)) if argv is not None else None
     log = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     _check_outputs(args)
@@ -237,8 +232,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         raise ValueError("--sweep and --kernels are separate benchmarks; run one at a time")
 
     if args.kernels:
-        from .kernel_bench import run_kernel_bench
-
         threads = args.threads or list(defaults.KERNEL_THREADS)
         result = run_kernel_bench(args.shapes, args.tokens, args.kernel_layouts, args.sparsity, threads,
                                   _single(args, "runs"), args.isa, args.seed, command, log)
@@ -252,8 +245,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
                   deepsparse_python=args.deepsparse_python, pause_ms=args.pause_ms, command=command, log=log,
                   rewarm=not args.cold)
     if args.sweep:
-        from .sweep import run_sweep
-
         if args.model:
             raise ValueError("--sweep prunes a random model (--random NAME); it does not take MODEL")
         result = run_sweep(args.random or "bert-base", args.sparsities, args.block, layout=args.layout,
@@ -262,9 +253,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         print(text)
         _write(args, result, text, "sweep_plot")
         return EXIT_OK if all(p["agree"] for p in result["points"]) else EXIT_FAILED
-
-    from .engine_bench import run_engine_bench
-    from .models import file_source, random_source
 
     if bool(args.model) == bool(args.random):
         raise ValueError("give either MODEL (a .sbert file or checkpoint directory) or --random NAME")

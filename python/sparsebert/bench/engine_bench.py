@@ -26,12 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from . import defaults, timing
+from ..format import read_model
+from ..format.spec import max_sequence_length
+from . import defaults, runners, timing  # runners.X at call time: tests swap in a broken peer
 from .defaults import PEERS
+from .deepsparse_peer import DeepSparseError, deepsparse_runner
 from .environment import environment
 from .flops import encoder_flops, gflops
-from .models import ModelSource
-from .runners import make_inputs
+from .models import ModelSource, to_transformers
+from .onnx_export import bert_outputs, export_onnx
 
 DEFAULT_RUNS, DEFAULT_WARMUP, DEFAULT_PAUSE_MS = defaults.RUNS, defaults.WARMUP, defaults.PAUSE_MS
 # Engines agree to ~1e-5 on BERT outputs (fp32, different summation orders); 1e-3 still catches every real
@@ -76,8 +79,6 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
                      log: Callable[[str], None] | None = None, rewarm: bool = True) -> dict[str, Any]:
     """Benchmark ``source`` at ``batch`` x ``seq`` with ``threads`` threads; returns the result dict
     (render it with ``report.engine_text`` / ``engine_markdown``, save it as JSON)."""
-    from .runners import onnxruntime_runner, pytorch_runner, sparsebert_runner
-
     log = _quiet(log)
     peers = _check_peers(peers)
     for name, value, low in (("batch", batch, 1), ("seq", seq, 1), ("threads", threads, 1), ("runs", runs, 1),
@@ -88,31 +89,23 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
         raise ValueError(f"pause_ms must be >= 0, got {pause_ms}")
 
     with tempfile.TemporaryDirectory(prefix="sparsebert-bench-", dir=workdir) as tmp:
-        from ..format import read_model
-        from ..format.spec import max_sequence_length
-
         packed = read_model(source.path)
         config, linears = packed.config, [{"name": n, **m} for n, m in packed.linears.items()]
         longest = max_sequence_length(config)
         if seq > longest:
             raise ValueError(f"seq {seq} exceeds the longest sequence the model accepts ({longest}, from "
                              f"max_position_embeddings {config['max_position_embeddings']})")
-        inputs = make_inputs(batch, seq, config["vocab_size"], seed)
-        sb = sparsebert_runner(source.path, inputs, threads, isa)
-        runners = {"sparsebert": sb}
+        inputs = runners.make_inputs(batch, seq, config["vocab_size"], seed)
+        sb = runners.sparsebert_runner(source.path, inputs, threads, isa)
+        active = {"sparsebert": sb}
         int8 = any(m["layout"] == "block4_int8" for m in linears)
         if int8:
-            from .runners import sparsebert_fp32_runner
-
             log("packing the fp32 twin of the int8 model")
-            runners["sparsebert_fp32"] = sparsebert_fp32_runner(packed, inputs, threads, isa, tmp)
+            active["sparsebert_fp32"] = runners.sparsebert_fp32_runner(packed, inputs, threads, isa, tmp)
 
         onnx_path = None
         need_onnx = "onnxruntime" in peers or deepsparse_python
         if "pytorch" in peers or need_onnx:
-            from .models import to_transformers
-            from .onnx_export import bert_outputs, export_onnx
-
             log("rebuilding the transformers model from the packed file")
             hf_model = to_transformers(packed)
             if need_onnx:
@@ -120,35 +113,31 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
                 onnx_path = os.path.join(tmp, "model.onnx")
                 export_onnx(hf_model, config, onnx_path)
             if "onnxruntime" in peers:
-                runners["onnxruntime"] = onnxruntime_runner(onnx_path, inputs, threads)
+                active["onnxruntime"] = runners.onnxruntime_runner(onnx_path, inputs, threads)
                 if int8:
-                    from .runners import onnxruntime_int8_runner
-
                     log("quantizing the ONNX graph with ONNX Runtime's dynamic int8")
-                    runners["onnxruntime_int8"] = onnxruntime_int8_runner(onnx_path, inputs, threads, tmp)
+                    active["onnxruntime_int8"] = runners.onnxruntime_int8_runner(onnx_path, inputs, threads, tmp)
             if "pytorch" in peers:
-                runners["pytorch"] = pytorch_runner(bert_outputs(hf_model, config), inputs, threads)
+                active["pytorch"] = runners.pytorch_runner(bert_outputs(hf_model, config), inputs, threads)
         del packed  # the engine and the peers hold their own copies of the weights
 
         deepsparse_error = None
         try:
             if deepsparse_python:
-                from .deepsparse_peer import DeepSparseError, deepsparse_runner
-
                 log("starting DeepSparse in its own interpreter (compiling takes a while)")
                 try:
-                    runners["deepsparse"] = deepsparse_runner(deepsparse_python, onnx_path, inputs, threads)
+                    active["deepsparse"] = deepsparse_runner(deepsparse_python, onnx_path, inputs, threads)
                 except DeepSparseError as exc:
                     deepsparse_error = str(exc)
                     log(f"DeepSparse left out: {exc}")
 
-            log(f"checking outputs agree, then timing {', '.join(runners)}: {warmup} warm-up + {runs} runs each, "
+            log(f"checking outputs agree, then timing {', '.join(active)}: {warmup} warm-up + {runs} runs each, "
                 "interleaved")
-            hidden = {name: np.array(r.hidden(r.run()), dtype=np.float32) for name, r in runners.items()}
-            times = timing.interleaved({name: r.run for name, r in runners.items()}, runs, warmup,
-                                       pause_ms / 1e3, rewarm, {n for n, r in runners.items() if r.self_timed})
+            hidden = {name: np.array(r.hidden(r.run()), dtype=np.float32) for name, r in active.items()}
+            times = timing.interleaved({name: r.run for name, r in active.items()}, runs, warmup,
+                                       pause_ms / 1e3, rewarm, {n for n, r in active.items() if r.self_timed})
         finally:
-            for r in runners.values():
+            for r in active.values():
                 if r.close is not None:
                     r.close()
         profile = {}
@@ -156,7 +145,7 @@ def run_engine_bench(source: ModelSource, batch: int = 1, seq: int = 128, thread
             time.sleep(pause_ms / 1e3)  # the last peer's spinning threads would slow the first profiled ops
             profile = sb.engine.profile(inputs, profile_runs)
 
-    return _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms, rewarm, runners, times,
+    return _result(source, config, linears, batch, seq, threads, runs, warmup, pause_ms, rewarm, active, times,
                    hidden, profile, deepsparse_error, command)
 
 

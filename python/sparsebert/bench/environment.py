@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from .. import _native
+
 PACKAGES = ("sparsebert", "numpy", "torch", "transformers", "onnx", "onnxruntime", "matplotlib")
 
 
@@ -30,9 +32,7 @@ def command_line(argv: list[str] | None = None) -> str:
 def cpu_brand() -> str:
     """The CPU's marketing name: from CPUID via the extension, else /proc/cpuinfo, else platform."""
     try:
-        from .._native import load_core
-
-        brand = load_core().cpu_info().get("brand", "").strip()
+        brand = _native.core().cpu_info().get("brand", "").strip()
         if brand:
             return brand
     except Exception:  # the extension may be missing where only the tables are rendered
@@ -99,9 +99,7 @@ def environment(isa: str | None = None, threads: int | list[int] | None = None, 
     flags: list[str] = []
     extension = None
     try:
-        from .._native import load_core
-
-        core = load_core()
+        core = _native.core()
         flags = list(core.cpu_info().get("flags", []))
         # The commit names the sources; the build's file and time say whether the extension was rebuilt from them.
         built = datetime.datetime.fromtimestamp(os.path.getmtime(core.__file__), datetime.timezone.utc)

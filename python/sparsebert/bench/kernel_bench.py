@@ -13,10 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import _native
+from ..format.layouts import LAYOUTS
+from ..kernels import default_isa, pack
+from ..pruning import magnitude_prune
 from .defaults import (KERNEL_LAYOUTS as DEFAULT_LAYOUTS, KERNEL_SHAPES as DEFAULT_SHAPES,
                        KERNEL_SPARSITY as DEFAULT_SPARSITY, KERNEL_THREADS as DEFAULT_THREADS,
                        KERNEL_TOKENS as DEFAULT_TOKENS)
 from .environment import environment
+
 CHUNK = 5  # timed runs per call before switching layout: long enough to amortise the pool start-up
 PEAK_SECONDS = 0.2
 PEAK_TRIES = 3  # the peak is a maximum: keep the best of a few tries on a noisy machine
@@ -24,16 +29,12 @@ PEAK_TRIES = 3  # the peak is a maximum: keep the best of a few tries on a noisy
 
 def fma_peak(isa: str) -> float:
     """Best of a few single-thread FMA peak measurements of ``isa`` (GFLOP/s)."""
-    from .._native import load_core
-
-    core = load_core()
+    core = _native.core()
     return max(core.fma_peak_gflops(isa, PEAK_SECONDS) for _ in range(PEAK_TRIES))
 
 
 def make_weight(n: int, k: int, layout: str, sparsity: float, rng: np.random.Generator) -> np.ndarray:
     """A random [n, k] weight pruned for ``layout``: dense stays dense, block4 drops whole 4-blocks."""
-    from ..pruning import magnitude_prune
-
     weight = rng.standard_normal((n, k), dtype=np.float32)
     if layout == "dense":
         return weight
@@ -50,9 +51,6 @@ def run_kernel_bench(shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES, tokens:
                      seed: int = 0, command: str | None = None,
                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every (shape, tokens, layout, threads); returns rows with ms, GFLOP/s and the fraction of peak."""
-    from ..format.layouts import LAYOUTS
-    from ..kernels import default_isa, pack
-
     say = log if log is not None else (lambda _msg: None)
     bad = [lay for lay in layouts if lay not in LAYOUTS]
     if bad:

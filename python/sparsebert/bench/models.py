@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..convert import export
+from ..convert.hf_names import LAYER_NAMES
 from ..format import PackedModel, read_model
-from ..export.hf_names import LAYER_NAMES
 from ..format.layouts import BLOCK
+from ..pruning import prune_bert_
 
 # name -> config arguments (BertConfig's names; FAMILIES gives the family when not BERT).  "tiny" (and its
 # RoBERTa / DistilBERT twins) exist for the tests: small enough to export and run in well under a second.
@@ -126,9 +128,6 @@ def _transformers() -> Any:
 def export_pruned(model: Any, sparsity: float, block: int, path: str, layout: str = "auto",
                   quantize: str | None = None) -> Any:
     """Magnitude-prune a copy of ``model`` (the original stays dense, for the next sweep point) and export it."""
-    from ..export import export
-    from ..pruning import prune_bert_
-
     pruned = prune_bert_(copy.deepcopy(model), sparsity, block)
     # Not compacted: the peers are rebuilt from this file and must hold exactly the pruned weights.
     return export(pruned, path, layout=layout, verbose=False, compact=False, quantize=quantize)
@@ -165,8 +164,6 @@ def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | 
         raise FileNotFoundError(f"no such model file or checkpoint directory: {source}")
     if not os.path.isdir(source):
         return ModelSource(source, os.path.basename(source), dict(kind="file", path=os.path.abspath(source)))
-    from ..export import export
-
     tmp = _tempdir(workdir)
     try:
         path = os.path.join(tmp.name, "model.sbert")
@@ -183,7 +180,7 @@ def file_source(source: str | os.PathLike, layout: str = "auto", workdir: str | 
 
 
 def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """The dense float32 [N, K] weight a packed linear stores (the inverse of ``packing.pack_arrays``)."""
+    """The dense float32 [N, K] weight a packed linear stores (the inverse of ``convert.pack.pack_linear``)."""
     n_rows, n_cols = shape
     if layout == "dense":
         return np.array(arrays["weight"], dtype=np.float32, copy=True)
@@ -207,7 +204,7 @@ def dense_weight(layout: str, arrays: dict[str, np.ndarray], shape: tuple[int, i
     raise ValueError(f"unknown layout {layout!r}")
 
 
-# Canonical embedding tensor -> transformers name (layers: export/hf_names.py).
+# Canonical embedding tensor -> transformers name (layers: convert/hf_names.py).
 _EMBEDDINGS = {
     "embeddings.word_embeddings": "embeddings.word_embeddings.weight",
     "embeddings.position_embeddings": "embeddings.position_embeddings.weight",
@@ -227,7 +224,7 @@ def _pad_cols(a: np.ndarray, n: int) -> np.ndarray:
 
 def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
     """The packed model's weights under ``transformers`` parameter names (the inverse of the exporter's
-    mapping, export/hf_bert.py and hf_distilbert.py)."""
+    mapping, convert/hf_bert.py and hf_distilbert.py)."""
     c = model.config
     family = c["model_type"]
     names = LAYER_NAMES[family]
@@ -250,7 +247,7 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
         state.pop(_EMBEDDINGS["embeddings.token_type_embeddings"])  # the exporter's all-zero stand-in
     for i in range(n_layers):
         ours = f"layers.{i}"
-        # A compacted layer (export/compaction.py) comes back with its kept heads and neurons first and all-zero
+        # A compacted layer (convert/compaction.py) comes back with its kept heads and neurons first and all-zero
         # ones after them: zero heads and neurons add nothing, so the model computes the same function.
         width = kept_heads[i] * dh
         w, b = linear(f"{ours}.attention.qkv")

@@ -12,6 +12,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .environment import machine_line
 from .runners import LABELS
 
@@ -234,8 +236,6 @@ def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

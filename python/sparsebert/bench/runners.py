@@ -8,13 +8,18 @@ int32 itself, as a user's call would).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._version import __version__
+from ..convert import export
+from ..engine import SparseEngine
 from .defaults import INPUT_NAMES, PEERS
+from .models import to_transformers
 
 LABELS = {"sparsebert": "sparsebert", "onnxruntime": "ONNX Runtime", "pytorch": "PyTorch eager",
           "deepsparse": "DeepSparse", "sparsebert_fp32": "sparsebert fp32",
@@ -43,9 +48,6 @@ def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[st
 
 
 def sparsebert_runner(path: str, inputs: dict[str, np.ndarray], threads: int, isa: str | None = None) -> Runner:
-    from .._version import __version__
-    from ..engine import SparseEngine
-
     engine = SparseEngine.load(path, num_threads=threads, isa=isa)
     return Runner("sparsebert", f"sparsebert {__version__} ({engine.isa})", lambda: engine.run(inputs),
                   lambda out: out["last_hidden_state"],
@@ -55,8 +57,6 @@ def sparsebert_runner(path: str, inputs: dict[str, np.ndarray], threads: int, is
 def onnxruntime_int8_runner(onnx_path: str, inputs: dict[str, np.ndarray], threads: int, workdir: str) -> Runner:
     """ONNX Runtime on the fp32 graph quantized with its own dynamic int8 recipe (int8 weights per channel,
     activations quantized per call): the int8 alternative users already have."""
-    import os
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     q_path = os.path.join(workdir, "model.int8.onnx")
@@ -70,11 +70,6 @@ def onnxruntime_int8_runner(onnx_path: str, inputs: dict[str, np.ndarray], threa
 def sparsebert_fp32_runner(packed: Any, inputs: dict[str, np.ndarray], threads: int, isa: str | None,
                            workdir: str) -> Runner:
     """sparsebert on the fp32 twin of an int8 file: the same (dequantized) weights, fp32 layouts."""
-    import os
-
-    from ..export import export
-    from .models import to_transformers
-
     path = os.path.join(workdir, "fp32.sbert")
     export(to_transformers(packed), path, verbose=False, compact=False)
     runner = sparsebert_runner(path, inputs, threads, isa)

@@ -1,6 +1,9 @@
 """How far an int8 export is from its fp32 twin: both are written to temporary files beside the destination,
 loaded, and run on the same calibration inputs (texts from a file, tokenized with the model's tokenizer, or
-random tokens); the agreement goes into the file's producer entry and the export report."""
+random tokens); the agreement goes into the file's producer entry and the export report.
+
+Only the runtime's public API is used (``SparseEngine``, ``pipeline`` and ``Pipeline.tokenize``), so the inputs
+are tokenized exactly as a user's pipeline would tokenize them."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import SparseEngine
 from ..format import write_model
 from ..format.spec import max_sequence_length
+from ..pipelines import pipeline
 
 RANDOM_SEQUENCES = 16
 RANDOM_LENGTH = 128
@@ -20,8 +25,6 @@ BATCH = 8
 def calibrate(out_path: str | os.PathLike, config: dict[str, Any], int8: tuple[dict, dict], fp32: tuple[dict, dict],
               tokenizer_text: str | None, calibration: str | os.PathLike | None) -> dict[str, Any]:
     """``int8`` and ``fp32`` are (linears meta, tensors) of the two packings of one model."""
-    from ..engine import SparseEngine
-
     base = os.path.join(os.path.dirname(os.path.abspath(os.fspath(out_path))),
                         "." + os.path.basename(os.fspath(out_path)))
     paths = {"int8": base + ".int8-calibration", "fp32": base + ".fp32-calibration"}
@@ -29,8 +32,17 @@ def calibrate(out_path: str | os.PathLike, config: dict[str, Any], int8: tuple[d
     try:
         for kind, (meta, tensors) in (("int8", int8), ("fp32", fp32)):
             write_model(paths[kind], config, meta, tensors, producer, tokenizer=tokenizer_text)
-        engines = {kind: SparseEngine.load(path) for kind, path in paths.items()}
-        batches, described = _inputs(config, engines["fp32"], tokenizer_text, calibration)
+        engines = {"int8": SparseEngine.load(paths["int8"])}
+        if calibration is None:
+            engines["fp32"] = SparseEngine.load(paths["fp32"])
+            batches, described = _random_batches(config)
+        else:
+            texts = _texts(calibration, tokenizer_text)
+            pipe = pipeline("feature-extraction", paths["fp32"])  # the twin file carries the tokenizer
+            engines["fp32"] = pipe.engine
+            length = min(pipe.max_length, RANDOM_LENGTH)
+            batches = [pipe.tokenize(texts[i:i + BATCH], max_length=length) for i in range(0, len(texts), BATCH)]
+            described = f"{len(texts)} texts from {os.path.basename(os.fspath(calibration))}"
         return {"inputs": described, **_agreement(engines, batches)}
     finally:
         for path in paths.values():
@@ -38,15 +50,16 @@ def calibrate(out_path: str | os.PathLike, config: dict[str, Any], int8: tuple[d
                 os.remove(path)
 
 
-def _inputs(config: dict[str, Any], engine: Any, tokenizer_text: str | None,
-            calibration: str | os.PathLike | None) -> tuple[list[dict[str, np.ndarray]], str]:
+def _random_batches(config: dict[str, Any]) -> tuple[list[dict[str, np.ndarray]], str]:
     longest = min(RANDOM_LENGTH, max_sequence_length(config))
-    if calibration is None:
-        rng = np.random.default_rng(0)
-        low = 1 if config["vocab_size"] > 1 else 0
-        ids = rng.integers(low, config["vocab_size"], size=(RANDOM_SEQUENCES, longest))
-        batches = [{"input_ids": ids[i:i + BATCH]} for i in range(0, RANDOM_SEQUENCES, BATCH)]
-        return batches, f"random tokens ({RANDOM_SEQUENCES} x {longest})"
+    rng = np.random.default_rng(0)
+    low = 1 if config["vocab_size"] > 1 else 0
+    ids = rng.integers(low, config["vocab_size"], size=(RANDOM_SEQUENCES, longest))
+    batches = [{"input_ids": ids[i:i + BATCH]} for i in range(0, RANDOM_SEQUENCES, BATCH)]
+    return batches, f"random tokens ({RANDOM_SEQUENCES} x {longest})"
+
+
+def _texts(calibration: str | os.PathLike, tokenizer_text: str | None) -> list[str]:
     if tokenizer_text is None:
         raise ValueError("calibration texts need the model's tokenizer: pass tokenizer= or export from a directory "
                          "with a tokenizer.json")
@@ -54,12 +67,7 @@ def _inputs(config: dict[str, Any], engine: Any, tokenizer_text: str | None,
         texts = [line.strip() for line in f if line.strip()]
     if not texts:
         raise ValueError(f"calibration file {os.fspath(calibration)} holds no text")
-    from ..pipelines import Pipeline, _tokenizers
-
-    pipe = Pipeline("feature-extraction", engine, _tokenizers().Tokenizer.from_str(tokenizer_text))
-    pipe.max_length = min(pipe.max_length, RANDOM_LENGTH)
-    batches = [pipe._encode(texts[i:i + BATCH])[1] for i in range(0, len(texts), BATCH)]
-    return batches, f"{len(texts)} texts from {os.path.basename(os.fspath(calibration))}"
+    return texts
 
 
 def _agreement(engines: dict[str, Any], batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:

@@ -1,69 +1,26 @@
-"""Read a transformers BERT-family checkpoint: its config, its weights and what model it is.
+"""Read a transformers BERT-family checkpoint into a ``Checkpoint`` (checkpoint.py): its config, its weights and
+what model it is.
 
 Sources: a model object (any class in ARCHITECTURES) or a checkpoint directory with ``config.json`` and
 ``model.safetensors`` (read with ``safetensors.numpy``, so no torch is needed) or ``pytorch_model.bin``
 (``torch.load(weights_only=True)``: never unpickle code).
-
-Weights are renamed to drop the family's encoder prefix (``bert.``, ``roberta.``, ``distilbert.``), so the
-mappers (hf_bert.py, hf_distilbert.py) see one naming whether the source was a bare encoder or a task model.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import UnsupportedModelError
-
-# transformers class / config.architectures entry -> (family, encoder head)
-ARCHITECTURES = {
-    "BertModel": ("bert", "none"),
-    "BertForSequenceClassification": ("bert", "sequence_classification"),
-    "BertForQuestionAnswering": ("bert", "question_answering"),
-    "BertForTokenClassification": ("bert", "token_classification"),
-    "RobertaModel": ("roberta", "none"),
-    "RobertaForSequenceClassification": ("roberta", "sequence_classification"),
-    "RobertaForQuestionAnswering": ("roberta", "question_answering"),
-    "RobertaForTokenClassification": ("roberta", "token_classification"),
-    "DistilBertModel": ("distilbert", "none"),
-    "DistilBertForSequenceClassification": ("distilbert", "sequence_classification"),
-    "DistilBertForQuestionAnswering": ("distilbert", "question_answering"),
-    "DistilBertForTokenClassification": ("distilbert", "token_classification"),
-}
-FAMILIES = ("bert", "roberta", "distilbert")  # config.json model_type values
-ENCODER_PREFIXES = {family: family + "." for family in FAMILIES}  # task models keep the encoder under .<family>
-# Very old TF-converted checkpoints name LayerNorm parameters gamma/beta.
-LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+from . import hf_config, qat
+from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, supported_list
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
-
-
-@dataclass
-class Checkpoint:
-    hf_config: dict[str, Any]
-    weights: dict[str, np.ndarray]  # names without the family's encoder prefix
-    family: str  # "bert", "roberta" or "distilbert"
-    head: str  # encoder head: "none", "sequence_classification", "question_answering", "token_classification"
-    architecture: str  # the transformers class name (or the one inferred from the weights)
-    source: str  # for messages and the file's producer record
-    prefixed: bool  # whether the source named encoder weights "<family>.*"
-    # Quantized checkpoints (qat.py): weight name -> float32 scale per output row of the int8 grid its weight
-    # (already dequantized in `weights`) lies on.
-    weight_scales: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def prefix(self) -> str:
-        return ENCODER_PREFIXES[self.family] if self.prefixed else ""
-
-
-def supported_list() -> str:
-    return ", ".join(ARCHITECTURES)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -79,20 +36,6 @@ def load_checkpoint(source: Any) -> Checkpoint:
     )
 
 
-def canonical_weights(raw: dict[str, Any], family: str) -> tuple[dict[str, Any], bool]:
-    """Weights renamed without the family's encoder prefix (and legacy gamma/beta names); whether any had it."""
-    prefix = ENCODER_PREFIXES[family]
-    weights, prefixed = {}, False
-    for name, value in raw.items():
-        if name.startswith(prefix):
-            name, prefixed = name[len(prefix):], True
-        for old, new in LEGACY_SUFFIXES.items():
-            if name.endswith(old):
-                name = name[: -len(old)] + new
-        weights[name] = value
-    return weights, prefixed
-
-
 def _architecture_of_class(model: Any) -> str:
     for cls in type(model).__mro__:
         if cls.__name__ in ARCHITECTURES:
@@ -102,8 +45,6 @@ def _architecture_of_class(model: Any) -> str:
 
 def _load_model_object(model: Any) -> Checkpoint:
     import torch
-
-    from . import qat
 
     architecture = _architecture_of_class(model)
     family, head = ARCHITECTURES[architecture]
@@ -132,8 +73,6 @@ def _load_model_object(model: Any) -> Checkpoint:
 
 
 def _load_directory(path: str) -> Checkpoint:
-    from . import hf_config, qat  # the config checks live with the config mapping
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such checkpoint directory: {path}")
     if not os.path.isdir(path):
@@ -172,27 +111,6 @@ def _architecture_of_config(config: dict[str, Any], family: str, path: str) -> s
     if ARCHITECTURES[names[0]][0] != family:
         raise UnsupportedModelError(f"{path}: architecture {names[0]} does not match model_type {family!r}")
     return names[0]
-
-
-# Configs saved without "architectures": the head weights tell what the model is. A classifier over every token
-# (token classification) is one linear on the encoder output; a sequence classifier comes after a pooler
-# (BERT), a dense + tanh (RoBERTa's classifier.dense) or a pre_classifier (DistilBERT).
-_CLASS_NAMES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
-_SEQUENCE_CLASSIFIER_MARKS = {"bert": "pooler.dense.weight", "roberta": "classifier.dense.weight",
-                              "distilbert": "pre_classifier.weight"}
-
-
-def architecture_of_weights(weights: dict[str, Any], family: str) -> str:
-    name = _CLASS_NAMES[family]
-    if "qa_outputs.weight" in weights:
-        return f"{name}ForQuestionAnswering"
-    if "classifier.out_proj.weight" in weights or (
-        "classifier.weight" in weights and _SEQUENCE_CLASSIFIER_MARKS[family] in weights
-    ):
-        return f"{name}ForSequenceClassification"
-    if "classifier.weight" in weights:
-        return f"{name}ForTokenClassification"
-    return f"{name}Model"
 
 
 def _read_weights(path: str) -> dict[str, np.ndarray]:
@@ -250,8 +168,6 @@ def _read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
         raise UnsupportedModelError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict):
         raise UnsupportedModelError(f"{path} does not hold a state dict")
-    from .qat import zero_point_names
-
-    keep = set(zero_point_names(state))  # integer, but read by qat.py
+    keep = set(qat.zero_point_names(state))  # integer, but read by qat.py
     return {n: t.to(torch.float32).numpy() for n, t in state.items()
             if torch.is_tensor(t) and (t.is_floating_point() or n in keep)}

@@ -1,4 +1,4 @@
-"""Map BERT and RoBERTa checkpoints (hf_checkpoint.py) onto the encoder tensors of ARCHITECTURE.md.
+"""Map BERT and RoBERTa checkpoints (checkpoint.py) onto the encoder tensors of ARCHITECTURE.md.
 
 RoBERTa's encoder names its weights exactly as BERT's; only the heads differ. Everything that does not fit is
 collected and reported in one UnsupportedModelError, so a user fixes a checkpoint in one round trip.
@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..format import spec
-from .hf_checkpoint import Checkpoint
+from .checkpoint import Checkpoint
 from .hf_names import LAYER_NAMES
 
 

@@ -24,7 +24,7 @@ def quantize_weight_int8(weight: Any, scales: Any = None) -> dict[str, Any]:
     ``relative_error`` (RMS of w - dequantized w over RMS of w).
 
     ``scales`` (float32 [N], optional): rows with a finite scale already lie on that int8 grid (a quantized
-    checkpoint, export/qat.py) and keep it, -128 included; NaN rows get the symmetric scale chosen here."""
+    checkpoint, convert/qat.py) and keep it, -128 included; NaN rows get the symmetric scale chosen here."""
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {weight.shape}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import UnsupportedModelError
 from ..format import spec
-from .hf_checkpoint import FAMILIES, Checkpoint
+from .checkpoint import FAMILIES, Checkpoint
 
 SUPPORTED_ACTIVATIONS = spec.HIDDEN_ACTS
 

@@ -1,4 +1,4 @@
-"""Map DistilBERT checkpoints (hf_checkpoint.py) onto the encoder tensors of ARCHITECTURE.md.
+"""Map DistilBERT checkpoints (checkpoint.py) onto the encoder tensors of ARCHITECTURE.md.
 
 DistilBERT is BERT without token types or a pooler, under its own weight names: q_lin/k_lin/v_lin/out_lin,
 sa_layer_norm, ffn.lin1/lin2, output_layer_norm. Its sequence classifier (pre_classifier + ReLU, classifier)
@@ -11,7 +11,7 @@ from typing import Any
 
 from ..format import spec
 from .hf_bert import Collector, Item, collect_tensors
-from .hf_checkpoint import Checkpoint
+from .checkpoint import Checkpoint
 
 
 def encoder_tensors(ckpt: Checkpoint, config: dict[str, Any]) -> dict[str, Item]:

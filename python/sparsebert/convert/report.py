@@ -1,4 +1,5 @@
-"""The per-layer table an export prints, and that ``sparsebert info`` rebuilds from a file."""
+"""The per-layer table an export prints, and that ``sparsebert info`` rebuilds from a file; the notes both show
+for what a file's config and producer record (compaction, a quantized checkpoint's grid, int8 calibration)."""
 
 from __future__ import annotations
 
@@ -145,3 +146,46 @@ class ExportReport:
     def __str__(self) -> str:
         text = self.table() + "\n" + self.summary()
         return text + ("\n" + self.notes if self.notes else "")
+
+
+def describe_compaction(config: Mapping[str, Any]) -> str | None:
+    """One line per compacted layer from a file's config, or None when nothing was removed."""
+    if "layer_heads" not in config:
+        return None
+    heads, neurons = config["num_attention_heads"], config["intermediate_size"]
+    kept_h, kept_n = config["layer_heads"], config["layer_intermediate"]
+    lines = [f"structured compaction: {sum(heads - k for k in kept_h)} of {heads * len(kept_h)} heads and "
+             f"{sum(neurons - k for k in kept_n)} of {neurons * len(kept_n)} FFN neurons removed"]
+    for i, (kh, kn) in enumerate(zip(kept_h, kept_n)):
+        if kh < heads or kn < neurons:
+            lines.append(f"  layer {i}: {heads - kh} heads removed ({kh} kept), {neurons - kn} neurons removed "
+                         f"({kn} kept)")
+    return "\n".join(lines)
+
+
+def describe_quantized_checkpoint(summary: Mapping[str, Any]) -> str:
+    """The note on what an export kept of a quantized checkpoint's int8 grid (the producer's
+    ``quantized_checkpoint`` record)."""
+    if not summary["int8"]:
+        return (f"quantized checkpoint: {summary['linears']} linears exported in float with the weights they compute "
+                "with; quantize='int8' keeps them on their int8 grid")
+    text = (f"quantized checkpoint: {summary['linears']} encoder linears keep its int8 weights and scales; "
+            "activations are quantized per token at run time (its activation scales are not used)")
+    if summary["rows_regridded"]:
+        text += (f"; {summary['rows_regridded']} of {summary['rows']} rows were not on a grid int8 can hold "
+                 "(asymmetric, or not quantized) and were quantized on a symmetric grid of sparsebert's")
+    return text
+
+
+def describe_calibration(result: Mapping[str, Any]) -> str:
+    """The note on an int8 file's agreement with its fp32 twin (the producer's ``calibration`` record)."""
+    text = (f"int8 vs fp32 on {result['inputs']}: token cosine min {result['min_token_cosine']:.4f}, "
+            f"mean {result['mean_token_cosine']:.5f}; max |difference| {result['max_abs_diff']:.3g}")
+    if "argmax_agreement" in result:
+        text += f"; argmax agreement {result['argmax_agreement']:.1%}"
+    layers = result.get("layers")  # files written before the per-layer figures have none
+    if layers:
+        text += "\nint8 vs fp32 hidden state after each layer:" + "".join(
+            f"\n  layer {i}: relative RMS difference {layer['relative_rms']:.2%}, token cosine min "
+            f"{layer['min_token_cosine']:.4f}" for i, layer in enumerate(layers))
+    return text

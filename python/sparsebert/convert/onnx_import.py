@@ -10,7 +10,7 @@ activation). Graphs with ops the encoder does not have are refused, naming the n
 Quantized graphs in the QDQ format (ONNX Runtime's ``quantize_static``, QAT exports): a DequantizeLinear of a
 constant is a constant, so weights come out as the values the graph computes with, and a weight whose scale is
 one per output feature (per tensor or per output channel) keeps its integers and scales for ``quantize="int8"``
-(the Checkpoint's ``weight_scales``, as export/qat.py gives for torch checkpoints). QuantizeLinear ->
+(the Checkpoint's ``weight_scales``, as convert/qat.py gives for torch checkpoints). QuantizeLinear ->
 DequantizeLinear pairs on activations are looked through; the engine quantizes activations its own way.
 Operator-oriented quantized graphs (MatMulInteger, QLinearMatMul, ...) are refused.
 """
@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .hf_checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights
+from ..engine import SparseEngine
+from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights
+from .qat import int8_rows
 
 # What the exporters emit for these encoders (opset 11-17+; LayerNorm fused or decomposed, GELU erf or tanh).
 SUPPORTED_OPS = {
@@ -94,8 +96,6 @@ def _dequantize(node: Any, values: dict[str, np.ndarray], path: str) -> tuple[np
 def _row_scales(grid: tuple[np.ndarray, np.ndarray] | None, transposed: bool) -> np.ndarray | None:
     """Per-output-row scales of a dequantized weight (``transposed``: stored [K, N] as MatMul takes it), NaN for
     rows int8 cannot hold; None when its scales vary along K (no per-row grid) or it was not dequantized."""
-    from .qat import int8_rows
-
     if grid is None or grid[0].ndim != 2:
         return None
     integers, scale = (g.T for g in grid) if transposed else grid
@@ -189,7 +189,7 @@ def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float |
 
 
 def load_onnx(path: str, config: Any = None) -> Checkpoint:
-    """A Checkpoint (hf_checkpoint.py) from an ONNX file and its transformers config (``config``: a dict, a
+    """A Checkpoint (checkpoint.py) from an ONNX file and its transformers config (``config``: a dict, a
     config.json path, or None for the config.json beside the file)."""
     try:
         import onnx
@@ -278,11 +278,9 @@ def check_against_onnxruntime(onnx_path: str, sbert_path: str, atol: float = 1e-
         import onnxruntime as ort
     except ImportError:
         return None, False
-    from ..engine import SparseEngine
-
-    engine = SparseEngine.load(sbert_path, num_threads=1)
     import onnx
 
+    engine = SparseEngine.load(sbert_path, num_threads=1)
     model = onnx.load(onnx_path)
     stripped = without_activation_quantization(model.graph)
     if stripped:

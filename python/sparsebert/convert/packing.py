@@ -1,9 +1,11 @@
-"""Analyse a weight matrix, choose its packed layout and build the packed arrays.
+"""Analyse a weight matrix, choose its packed layout and build the float layouts' arrays.
 
 Two passes, as in XNNPACK's sparse operators: ``analyze`` measures, ``choose_layout``
-decides, ``pack_arrays`` builds the arrays described in ``format/layouts.py``.  Only
-numpy here, so exporting needs no compiled code; ``to_packed_linear`` is the one
-bridge to ``sparsebert._core``.
+decides, ``pack_arrays`` builds the arrays described in ``format/layouts.py`` for the
+float layouts (dense, unstructured, block4). int8 weights are built on the block4
+arrays by quantization.py; pack.py packs any layout. Only numpy here, so exporting
+needs no compiled code (``_native.to_packed_linear`` builds the extension's objects
+from these arrays).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .format.layouts import BLOCK, LAYOUTS, MAX_SPARSE_COLS, MAX_STORED
+from ..format.layouts import BLOCK, LAYOUTS, MAX_SPARSE_COLS, MAX_STORED
 
 # Below this sparsity the index overhead and the scattered loads of a sparse kernel
 # cost more than the skipped multiply-adds save; the dense GEMM wins.
@@ -21,6 +23,7 @@ DENSE_BELOW = 0.5
 # From this fill on, a 4-block layout stores at most 1/3 padding zeros, and one index
 # per 4 weights plus 4-wide vector loads beat the unstructured kernel's per-weight index.
 BLOCK4_MIN_FILL = 0.75
+FLOAT_LAYOUTS = ("dense", "unstructured", "block4")  # what pack_arrays builds; block4_int8 is quantized
 
 _F32, _I32, _U16 = 4, 4, 2  # bytes per stored element
 
@@ -77,23 +80,17 @@ def choose_layout(stats: Mapping[str, Any], dense_below: float = DENSE_BELOW) ->
 
 
 def pack_arrays(weight: Any, layout: str) -> dict[str, np.ndarray]:
-    """The on-disk arrays of ``weight`` (float32 [N, K]) in ``layout``; the bias is stored separately."""
+    """The on-disk arrays of ``weight`` (float32 [N, K]) in a float ``layout`` (FLOAT_LAYOUTS); the bias is stored
+    separately. block4_int8 arrays are quantized weights: ``pack.pack_linear`` builds them."""
     weight = np.ascontiguousarray(_as_matrix(weight), dtype=np.float32)
     n_rows, n_cols = weight.shape
     if layout == "dense":
         return {"weight": weight}
-    if layout not in LAYOUTS:
+    if layout not in FLOAT_LAYOUTS:
+        if layout in LAYOUTS:
+            raise ValueError(f"the {layout} layout holds quantized weights: build it with pack.pack_linear")
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    if n_cols > MAX_SPARSE_COLS:
-        raise ValueError(
-            f"{layout} layout stores uint16 column indices, so K must be <= {MAX_SPARSE_COLS} "
-            f"(got {n_cols}); use the dense layout"
-        )
-    if layout == "block4_int8":
-        from .quantization import quantize_weight_int8  # it builds on the block4 packing below
-
-        q = quantize_weight_int8(weight)
-        return {k: q[k] for k in ("block_ptr", "block_col", "block_values", "scales")}
+    check_sparse_width(layout, n_cols)
     if layout == "unstructured":
         nonzero = weight != 0
         counts = nonzero.sum(axis=1)
@@ -118,6 +115,15 @@ def pack_arrays(weight: Any, layout: str) -> dict[str, np.ndarray]:
     }
 
 
+def check_sparse_width(layout: str, n_cols: int) -> None:
+    """ValueError unless a sparse ``layout`` can index ``n_cols`` input columns."""
+    if n_cols > MAX_SPARSE_COLS:
+        raise ValueError(
+            f"{layout} layout stores uint16 column indices, so K must be <= {MAX_SPARSE_COLS} "
+            f"(got {n_cols}); use the dense layout"
+        )
+
+
 def _check_stored(count: int) -> None:
     if count > MAX_STORED:
         raise ValueError(f"{count} stored entries overflow the int32 pointers of a sparse layout")
@@ -132,37 +138,3 @@ def _pointers(counts: np.ndarray) -> np.ndarray:
 def stored_nbytes(arrays: Mapping[str, np.ndarray], bias: np.ndarray | None = None) -> int:
     """Bytes the packed arrays (and the bias) take on disk."""
     return sum(a.nbytes for a in arrays.values()) + (0 if bias is None else bias.nbytes)
-
-
-def to_packed_linear(
-    layout: str,
-    arrays: Mapping[str, np.ndarray],
-    bias: np.ndarray | None = None,
-    shape: tuple[int, int] | None = None,
-):
-    """Build a ``_core.PackedLinear`` from arrays made by ``pack_arrays`` (or read from a file).
-
-    ``shape`` ([N, K]) is required for the sparse layouts, whose arrays do not
-    determine K; for dense it is taken from the weight.
-    """
-    from ._native import load_core
-
-    core = load_core()
-    if layout == "dense":
-        return core.PackedLinear.dense(arrays["weight"], bias)
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    if shape is None:
-        raise ValueError(f"the {layout} layout needs shape=(n_rows, n_cols)")
-    n_rows, n_cols = (int(d) for d in shape)
-    if layout == "unstructured":
-        return core.PackedLinear.unstructured(
-            n_rows, n_cols, arrays["row_ptr"], arrays["col_idx"], arrays["values"], bias
-        )
-    if layout == "block4_int8":
-        return core.PackedLinear.block4_int8(
-            n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], arrays["scales"], bias
-        )
-    return core.PackedLinear.block4(
-        n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], bias
-    )

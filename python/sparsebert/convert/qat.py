@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from .hf_names import LAYER_NAMES
 
 FAKE_QUANT = ".weight_fake_quant"
 QINT8_RANGE = (-128, 127)  # torch's qint8 weight fake-quantizers (default, per-channel and x86 QAT qconfigs)
@@ -163,8 +164,6 @@ def layer_row_scales(weight_scales: dict[str, np.ndarray], family: str, layers: 
     """Per-row scales of the encoder-layer linears (the ones int8 export packs), under their file names
     (hf_names.py): ``layers.{i}.attention.qkv`` stacks Q, K and V as the mapper does. Rows of a linear that the
     checkpoint did not quantize get NaN: the exporter chooses their scale itself."""
-    from .hf_names import LAYER_NAMES
-
     if not weight_scales:
         return {}
     result = {}
@@ -181,3 +180,15 @@ def layer_row_scales(weight_scales: dict[str, np.ndarray], family: str, layers: 
             result[f"layers.{i}.{ours}"] = np.concatenate(
                 [r if r is not None else np.full(known.shape, np.nan, np.float32) for r in rows])
     return result
+
+
+def grid_summary(weight_scales: dict[str, np.ndarray], row_scales: dict[str, np.ndarray],
+                 int8: bool) -> dict[str, Any] | None:
+    """What an export kept of a quantized checkpoint's int8 grid, for the file's producer record and the report
+    (report.describe_quantized_checkpoint); None for a float checkpoint. ``int8``: whether the export is."""
+    if not weight_scales:
+        return None
+    if not int8:
+        return {"linears": len(weight_scales), "int8": False}
+    return {"linears": len(row_scales), "int8": True, "rows": sum(len(v) for v in row_scales.values()),
+            "rows_regridded": sum(int(np.isnan(v).sum()) for v in row_scales.values())}

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Collection
+from typing import Any
 
 import numpy as np
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# The linears whose input columns compaction removes, which a 4-block packing constrains (see the module doc).
+NARROWED = ("attention.output", "ffn.down")
 
 
 def _activation(name: str, x: float) -> float:
@@ -66,14 +69,13 @@ def _whole_quads(removable: np.ndarray) -> np.ndarray:
     return np.repeat(quads.reshape(-1, 4).all(axis=1), 4)[: len(removable)]
 
 
-def compact(items: dict[str, Any], config: dict[str, Any],
-            packs_as_block4: Callable[[np.ndarray], bool] = lambda w: False,
+def compact(items: dict[str, Any], config: dict[str, Any], block4_linears: Collection[str] = (),
             row_scales: dict[str, np.ndarray] | None = None) -> list[LayerCompaction]:
     """Compacts the mapped encoder tensors in place (see the module doc); returns what each layer kept and adds
-    `layer_heads` / `layer_intermediate` to ``config`` when anything was removed. ``packs_as_block4(weight)``
-    says whether the exporter will pack a matrix as block4. Linears whose weights were missing (None: the
-    mapper reports them) are left alone. ``row_scales`` (a quantized checkpoint's per-row scales by linear name,
-    qat.py) lose the rows their linears lose."""
+    `layer_heads` / `layer_intermediate` to ``config`` when anything was removed. ``block4_linears`` names the
+    NARROWED linears (``layers.{i}.attention.output``, ``layers.{i}.ffn.down``) the exporter packs in a 4-block
+    layout. Linears whose weights were missing (None: the mapper reports them) are left alone. ``row_scales`` (a
+    quantized checkpoint's per-row scales by linear name, qat.py) lose the rows their linears lose."""
     h, heads = config["hidden_size"], config["num_attention_heads"]
     dh = h // heads
     act = config["hidden_act"]
@@ -92,7 +94,7 @@ def compact(items: dict[str, Any], config: dict[str, Any],
         v_rows = w_qkv[2 * h:].reshape(heads, dh, h)
         constant = ~silent & ~v_rows.any(axis=(1, 2))  # adds W_o[:, head] @ b_v[head]
         removable = silent | constant
-        if dh % 4 and packs_as_block4(w_out):
+        if dh % 4 and f"{p}.attention.output" in block4_linears:
             removable[:] = False
         keep_heads = _keep_at_least_one(~removable)
         for j in np.flatnonzero(constant & ~keep_heads):
@@ -102,7 +104,7 @@ def compact(items: dict[str, Any], config: dict[str, Any],
         silent_n = ~w_down.any(axis=0)
         constant_n = ~silent_n & ~w_up.any(axis=1)
         removable_n = silent_n | constant_n
-        if packs_as_block4(w_down):
+        if f"{p}.ffn.down" in block4_linears:
             removable_n = _whole_quads(removable_n)
         keep_n = _keep_at_least_one(~removable_n)
         for n in np.flatnonzero(constant_n & ~keep_n):
@@ -122,18 +124,3 @@ def compact(items: dict[str, Any], config: dict[str, Any],
         config["layer_heads"] = [r.heads_kept for r in result]
         config["layer_intermediate"] = [r.neurons_kept for r in result]
     return result
-
-
-def describe(config: dict[str, Any]) -> str | None:
-    """One line per compacted layer from a file's config, or None when nothing was removed."""
-    if "layer_heads" not in config:
-        return None
-    heads, neurons = config["num_attention_heads"], config["intermediate_size"]
-    kept_h, kept_n = config["layer_heads"], config["layer_intermediate"]
-    lines = [f"structured compaction: {sum(heads - k for k in kept_h)} of {heads * len(kept_h)} heads and "
-             f"{sum(neurons - k for k in kept_n)} of {neurons * len(kept_n)} FFN neurons removed"]
-    for i, (kh, kn) in enumerate(zip(kept_h, kept_n)):
-        if kh < heads or kn < neurons:
-            lines.append(f"  layer {i}: {heads - kh} heads removed ({kh} kept), {neurons - kn} neurons removed "
-                         f"({kn} kept)")
-    return "\n".join(lines)

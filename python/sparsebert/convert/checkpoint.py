@@ -1,0 +1,91 @@
+"""What the converter knows of a BERT-family checkpoint, whatever it was read from (a transformers directory or
+model object: hf_checkpoint.py; an ONNX file: onnx_import.py): the ``Checkpoint`` record, the architectures and
+families sparsebert exports, and the naming rules every reader shares.
+
+Weights are renamed to drop the family's encoder prefix (``bert.``, ``roberta.``, ``distilbert.``), so the
+mappers (hf_bert.py, hf_distilbert.py) see one naming whether the source was a bare encoder or a task model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# transformers class / config.architectures entry -> (family, encoder head)
+ARCHITECTURES = {
+    "BertModel": ("bert", "none"),
+    "BertForSequenceClassification": ("bert", "sequence_classification"),
+    "BertForQuestionAnswering": ("bert", "question_answering"),
+    "BertForTokenClassification": ("bert", "token_classification"),
+    "RobertaModel": ("roberta", "none"),
+    "RobertaForSequenceClassification": ("roberta", "sequence_classification"),
+    "RobertaForQuestionAnswering": ("roberta", "question_answering"),
+    "RobertaForTokenClassification": ("roberta", "token_classification"),
+    "DistilBertModel": ("distilbert", "none"),
+    "DistilBertForSequenceClassification": ("distilbert", "sequence_classification"),
+    "DistilBertForQuestionAnswering": ("distilbert", "question_answering"),
+    "DistilBertForTokenClassification": ("distilbert", "token_classification"),
+}
+FAMILIES = ("bert", "roberta", "distilbert")  # config.json model_type values
+ENCODER_PREFIXES = {family: family + "." for family in FAMILIES}  # task models keep the encoder under .<family>
+# Very old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
+@dataclass
+class Checkpoint:
+    hf_config: dict[str, Any]
+    weights: dict[str, np.ndarray]  # names without the family's encoder prefix
+    family: str  # "bert", "roberta" or "distilbert"
+    head: str  # encoder head: "none", "sequence_classification", "question_answering", "token_classification"
+    architecture: str  # the transformers class name (or the one inferred from the weights)
+    source: str  # for messages and the file's producer record
+    prefixed: bool  # whether the source named encoder weights "<family>.*"
+    # Quantized checkpoints (qat.py): weight name -> float32 scale per output row of the int8 grid its weight
+    # (already dequantized in `weights`) lies on.
+    weight_scales: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return ENCODER_PREFIXES[self.family] if self.prefixed else ""
+
+
+def supported_list() -> str:
+    return ", ".join(ARCHITECTURES)
+
+
+def canonical_weights(raw: dict[str, Any], family: str) -> tuple[dict[str, Any], bool]:
+    """Weights renamed without the family's encoder prefix (and legacy gamma/beta names); whether any had it."""
+    prefix = ENCODER_PREFIXES[family]
+    weights, prefixed = {}, False
+    for name, value in raw.items():
+        if name.startswith(prefix):
+            name, prefixed = name[len(prefix):], True
+        for old, new in LEGACY_SUFFIXES.items():
+            if name.endswith(old):
+                name = name[: -len(old)] + new
+        weights[name] = value
+    return weights, prefixed
+
+
+# Configs saved without "architectures": the head weights tell what the model is. A classifier over every token
+# (token classification) is one linear on the encoder output; a sequence classifier comes after a pooler
+# (BERT), a dense + tanh (RoBERTa's classifier.dense) or a pre_classifier (DistilBERT).
+_CLASS_NAMES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
+_SEQUENCE_CLASSIFIER_MARKS = {"bert": "pooler.dense.weight", "roberta": "classifier.dense.weight",
+                              "distilbert": "pre_classifier.weight"}
+
+
+def architecture_of_weights(weights: dict[str, Any], family: str) -> str:
+    name = _CLASS_NAMES[family]
+    if "qa_outputs.weight" in weights:
+        return f"{name}ForQuestionAnswering"
+    if "classifier.out_proj.weight" in weights or (
+        "classifier.weight" in weights and _SEQUENCE_CLASSIFIER_MARKS[family] in weights
+    ):
+        return f"{name}ForSequenceClassification"
+    if "classifier.weight" in weights:
+        return f"{name}ForTokenClassification"
+    return f"{name}Model"
