@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import sparsebert
-from sparsebert.format import read_model
 from sparsebert import SparseEngine
+from sparsebert.format import read_model
+from sparsebert.tuning import Tuning
 
 from conftest import (
     AVAILABLE_ISAS,
@@ -290,7 +291,7 @@ def test_tile_aligned_attention_parity(seq, tmp_path):
 # intermediate size that ends inside a 4-block, and the engine falls back when the tiles do not share out evenly.
 @pytest.mark.parametrize("layout", ["unstructured", "block4"])
 @pytest.mark.parametrize("intermediate", [300, 302, 74])
-def test_fused_ffn_equals_unfused(layout, intermediate, tmp_path, monkeypatch):
+def test_fused_ffn_equals_unfused(layout, intermediate, tmp_path):
     model = make_model("base", seed=23, num_hidden_layers=2, intermediate_size=intermediate)
     apply_plan_(model, "unstructured" if layout == "unstructured" else "block4")
     path, _ = export_from(model, "object", tmp_path, layout=layout)
@@ -299,9 +300,7 @@ def test_fused_ffn_equals_unfused(layout, intermediate, tmp_path, monkeypatch):
     ref = torch_forward(model, inp)
     for isa in AVAILABLE_ISAS:
         fused = SparseEngine.load(path, isa=isa, num_threads=2)
-        monkeypatch.setenv("SPARSEBERT_FUSE_FFN", "0")
-        unfused = SparseEngine.load(path, isa=isa, num_threads=2)
-        monkeypatch.delenv("SPARSEBERT_FUSE_FFN")
+        unfused = SparseEngine.load(path, isa=isa, num_threads=2, tuning=Tuning(fuse_ffn=False))
         assert "ffn" in fused.profile(inp, runs=1) and "ffn_up" in unfused.profile(inp, runs=1)
         a, b = fused.run(inp), unfused.run(inp)
         for key in a:

@@ -163,10 +163,10 @@ def test_cli_quantize(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case, fragment", [
-    ("negative scale", "scales"),
-    ("nan scale", "scales"),
+    ("negative scale", "scale of row"),
+    ("nan scale", "scale of row"),
     ("value past K", "past the last input"),
-    ("K too large", "K <= 32768"),
+    ("K too large", "at most 32768"),
 ])
 def test_block4_int8_arrays_are_checked_before_cpp(case, fragment):
     arrays = {"block_ptr": np.array([0, 1, 2], np.int32), "block_col": np.array([0, 1], np.uint16),

@@ -8,6 +8,7 @@ import pytest
 import sparsebert
 from sparsebert import _core
 from sparsebert.kernels import pack
+from sparsebert.tuning import Tuning
 
 from conftest import ACTIVATIONS, AVAILABLE_ISAS, LAYOUTS, assert_kernel_close, kernel_tolerance, linear_ref
 
@@ -130,19 +131,17 @@ def test_matmul_edge_sizes(isa, layout, k):
 
 # The sparse layouts cut K into blocks whose partial sums are carried in the output (about 128 columns each, so
 # only K > 192 has several), and pair rows within panels of 32 rows, padding the shorter row of a pair.
-# SPARSEBERT_KBLOCK (read when a matrix is packed) forces tiny K-blocks so small matrices cross many of them.
-@pytest.mark.parametrize("kblock", [None, "4", "12", "64"])
+# Tuning.kblock_cols forces tiny K-blocks so small matrices cross many of them.
+@pytest.mark.parametrize("kblock", [0, 4, 12, 64])
 @pytest.mark.parametrize("layout", ["unstructured", "block4"])
-def test_matmul_across_k_blocks(isa, layout, kblock, monkeypatch):
-    if kblock is None:
-        monkeypatch.delenv("SPARSEBERT_KBLOCK", raising=False)
-    else:
-        monkeypatch.setenv("SPARSEBERT_KBLOCK", kblock)
+def test_matmul_across_k_blocks(isa, layout, kblock):
     rng = np.random.default_rng(31)
     for n, k, density in [(70, 517, 0.1), (33, 300, 0.02), (65, 1030, 0.5), (40, 45, 0.3)]:
         w = make_weight(rng, n, k, density)
         b = rng.standard_normal(n).astype(np.float32)
-        p = pack(w, b, layout=layout)
+        p = pack(w, b, layout=layout, tuning=Tuning(kblock_cols=kblock))
+        if kblock:
+            assert p.kblock_cols == min(k, kblock), (p.kblock_cols, k, kblock)
         for t in (1, 64, 130):
             x = rng.standard_normal((k, t)).astype(np.float32)
             r = rng.standard_normal((n, t)).astype(np.float32)
@@ -151,28 +150,26 @@ def test_matmul_across_k_blocks(isa, layout, kblock, monkeypatch):
 
 
 # Matrices with many more rows than columns run every K-block over one group of panels before the next
-# (SPARSEBERT_ROWGROUP forces the group size): groups that cut a thread's rows unevenly, a short last panel and
+# (Tuning.group_panels forces the group size): groups that cut a thread's rows unevenly, a short last panel and
 # odd row counts must still give every row its full sum, activation and residual.
-@pytest.mark.parametrize("rowgroup", [None, "0", "1", "3"])
+@pytest.mark.parametrize("group_panels", [-1, 0, 1, 3])
 @pytest.mark.parametrize("layout", ["unstructured", "block4"])
-def test_matmul_across_row_groups(isa, layout, rowgroup, monkeypatch):
-    monkeypatch.setenv("SPARSEBERT_KBLOCK", "12")
-    if rowgroup is None:
-        monkeypatch.delenv("SPARSEBERT_ROWGROUP", raising=False)
-    else:
-        monkeypatch.setenv("SPARSEBERT_ROWGROUP", rowgroup)
+def test_matmul_across_row_groups(isa, layout, group_panels):
     rng = np.random.default_rng(37)
     for n, k, density in [(301, 70, 0.3), (200, 33, 0.5), (97, 40, 0.1)]:
         w = make_weight(rng, n, k, density)
         b = rng.standard_normal(n).astype(np.float32)
-        p = pack(w, b, layout=layout)
+        p = pack(w, b, layout=layout, tuning=Tuning(kblock_cols=12, group_panels=group_panels))
+        if group_panels >= 0:
+            assert p.group_rows == (min(n, 32 * group_panels) if group_panels else n), (p.group_rows, n)
         for t, threads in ((1, 1), (64, 3), (130, 2)):
             x = rng.standard_normal((k, t)).astype(np.float32)
             r = rng.standard_normal((n, t)).astype(np.float32)
             y = p.matmul(x, activation="gelu", residual=r, isa=isa, num_threads=threads)
-            assert_kernel_close(y, w, x, b, "gelu", r, what=f"{isa}/{layout} rowgroup={rowgroup} N={n} K={k} T={t}")
+            what = f"{isa}/{layout} group_panels={group_panels} N={n} K={k} T={t}"
+            assert_kernel_close(y, w, x, b, "gelu", r, what=what)
             y = p.matmul(x, isa=isa, num_threads=threads)
-            assert_kernel_close(y, w, x, b, "none", what=f"{isa}/{layout} rowgroup={rowgroup} N={n} K={k} T={t}")
+            assert_kernel_close(y, w, x, b, "none", what=what)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -1,7 +1,7 @@
 """The package's layers (docs/ARCHITECTURE.md): serving loads only the runtime, and the import graph of the
 package's modules has no cycle, no function-local import of a package module and no import against the layers.
 
-    runtime   errors, _version, _native, tokenizer_text, format/*, engine, pipelines (and the package __init__)
+    runtime   errors, _version, _native, tuning, tokenizer_text, format/*, engine, pipelines (and the package __init__)
     convert   convert/*: imports the runtime only
     faces     kernels, pruning, cli, demo, bench/*, __main__: import anything below
 """
@@ -25,8 +25,8 @@ from conftest import make_model
 PACKAGE = "sparsebert"
 ROOT = Path(sparsebert.__path__[0])
 EXTENSION = "sparsebert._core"  # compiled, no source to scan; runtime (only _native imports it)
-RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert._native", "sparsebert.tokenizer_text",
-           "sparsebert.engine", "sparsebert.pipelines", EXTENSION}
+RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert._native", "sparsebert.tuning",
+           "sparsebert.tokenizer_text", "sparsebert.engine", "sparsebert.pipelines", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.demo", "sparsebert.__main__"}
 LAYERS = ("runtime", "convert", "face")  # an import may only go to its own layer or one before it
 # Function-local imports of package modules that are the point of their function.

@@ -61,8 +61,8 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
   require(batch > 0 && seq > 0, "inputs have shape [" + std::to_string(batch) + ", " + std::to_string(seq) +
                                     "]: batch and sequence length must be at least 1");
   require(seq <= config_.max_sequence(),
-          "sequence length " + std::to_string(seq) + " exceeds the longest this model's position embeddings allow (" +
-              std::to_string(config_.max_sequence()) + ")");
+          "sequence length " + std::to_string(seq) + " exceeds the longest this model accepts (" +
+              std::to_string(config_.max_sequence()) + ", from its position embeddings)");
   require(static_cast<int64_t>(batch) * seq <= kMaxTokens,
           "inputs hold " + std::to_string(static_cast<int64_t>(batch) * seq) + " tokens; one call takes at most " +
               std::to_string(kMaxTokens));

@@ -1,8 +1,8 @@
 """The one bridge to the compiled extension ``sparsebert._core``.
 
-``core()`` imports it on first use, with a hint when it is not built. Modules that compute (the engine, the
-kernel API, the benchmarks) call it when they compute, never at import, so importing any module of the package
-works, and the file format and exporter can be used and tested, without a compiler.
+``core()`` imports it on first use, with a hint when it is not built. Modules call it when they need it (to
+compute, or to read a rule the engine owns: the config schema, the weight names, the limits), never at import,
+so ``import sparsebert`` and the CLI's help stay cheap and say how to build the extension when it is missing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .format.layouts import LAYOUTS
+from .tuning import Tuning
 
 
 def core() -> ModuleType:
@@ -43,18 +43,20 @@ def to_packed_linear(
     arrays: Mapping[str, np.ndarray],
     bias: np.ndarray | None = None,
     shape: tuple[int, int] | None = None,
-    **options: Any,
+    tuning: Tuning | None = None,
 ) -> Any:
     """Build a ``_core.PackedLinear`` from a layout's arrays (``convert.pack.pack_linear``, or read from a file).
 
     ``shape`` ([N, K]) is required for the sparse layouts, whose arrays do not determine K; for dense it is
-    taken from the weight. Any further keyword arguments go to the ``_core.PackedLinear`` constructor as given.
+    taken from the weight. ``tuning`` (default: the engine's own choices) sets the sparse layouts' K-blocks and
+    row groups.
     """
     packed_linear = core().PackedLinear
+    options = (tuning or Tuning()).pack_options(layout)
     if layout == "dense":
-        return packed_linear.dense(arrays["weight"], bias, **options)
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        return packed_linear.dense(arrays["weight"], bias)
+    if layout not in ("unstructured", "block4", "block4_int8"):
+        raise ValueError(f"unknown layout {layout!r}")
     if shape is None:
         raise ValueError(f"the {layout} layout needs shape=(n_rows, n_cols)")
     n_rows, n_cols = (int(d) for d in shape)
@@ -64,8 +66,7 @@ def to_packed_linear(
         )
     if layout == "block4_int8":
         return packed_linear.block4_int8(
-            n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], arrays["scales"], bias,
-            **options
+            n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], arrays["scales"], bias
         )
     return packed_linear.block4(
         n_rows, n_cols, arrays["block_ptr"], arrays["block_col"], arrays["block_values"], bias, **options

@@ -1,7 +1,8 @@
 """SparseEngine: load a ``.sbert`` file into the C++ encoder and run it on numpy inputs.
 
-The C++ Encoder re-checks everything itself; the checks here exist to give
-messages that name the input and say what is wrong in Python terms.
+The rules live in C++ (the config schema, the weight names, the thread cap, the input ranges and the token limit:
+csrc/encoder/encoder_spec.h); Python reads them from ``_core``. What is checked here is what only Python can see:
+argument types, numpy dtypes and shapes, and integers that would wrap when narrowed to int32.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import numpy as np
 from . import _native
 from .errors import ModelFormatError
 from .format import PackedModel, read_model
-from .format.spec import expected_tensors, max_sequence_length
+from .format.spec import encoder_spec
+from .tuning import Tuning
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-MAX_TOKENS = (2**31 - 1) // 4  # batch x seq of one call, as the C++ encoder bounds it (index arithmetic in int32)
+INT32 = np.iinfo(np.int32)
 
 
 def _default_threads() -> int:
@@ -34,8 +36,9 @@ def _check_threads(num_threads: Any) -> int:
         return _default_threads()
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be a positive integer, got {num_threads!r}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    most = _native.core().MAX_THREADS
+    if not 1 <= num_threads <= most:
+        raise ValueError(f"num_threads must be in [1, {most}], got {num_threads}")
     return int(num_threads)
 
 
@@ -48,28 +51,14 @@ def _check_isa(isa: Any) -> str:
     return isa
 
 
-def output_names_for(config: Mapping[str, Any]) -> list[str]:
-    names = ["last_hidden_state"]
-    # A pooler that is the first layer of a classification head (RoBERTa's classifier.dense, DistilBERT's
-    # pre_classifier) is no output of the transformers model, so not of ours.
-    if config["has_pooler"] and not config.get("pooler_is_head", False):
-        names.append("pooler_output")
-    if config["head"] in ("sequence_classification", "token_classification"):
-        names.append("logits")
-    elif config["head"] == "question_answering":
-        names += ["start_logits", "end_logits"]
-    return names
-
-
-def _build_tensors(model: PackedModel) -> dict[str, Any]:
-    arrays, linears = expected_tensors(model.config)
-    tensors: dict[str, Any] = {name: model.tensors[name] for name in arrays}
-    for name in linears:
+def _build_tensors(model: PackedModel, spec: Mapping[str, Any], tuning: Tuning) -> dict[str, Any]:
+    tensors: dict[str, Any] = {name: model.tensors[name] for name in spec["arrays"]}
+    for name in spec["linears"]:
         meta = model.linears[name]
         own = model.linear_arrays(name)
         bias = own.pop("bias")
         try:
-            tensors[name] = _native.to_packed_linear(meta["layout"], own, bias, tuple(meta["shape"]))
+            tensors[name] = _native.to_packed_linear(meta["layout"], own, bias, tuple(meta["shape"]), tuning)
         except ValueError as exc:
             raise ModelFormatError(f"linear {name!r}: {exc}", model.path) from None
     return tensors
@@ -87,24 +76,28 @@ class SparseEngine:
         self._path = model.path
         self._config = dict(model.config)
         self._linears = [{"name": name, **meta} for name, meta in model.linears.items()]
-        self._output_names = output_names_for(model.config)
+        spec = encoder_spec(model.config)
+        self._output_names = list(spec["outputs"])
+        self._max_sequence_length = spec["max_sequence_length"]
 
     @classmethod
     def load(cls, path: str | os.PathLike, num_threads: int | None = None, isa: str | None = None,
-             verify: bool = True) -> SparseEngine:
+             verify: bool = True, tuning: Tuning | None = None) -> SparseEngine:
         """Read ``path`` (checking CRCs when ``verify``), pack its linears and build the C++ encoder.
 
         num_threads defaults to the CPUs this process may run on; isa defaults to
-        ``default_isa()`` (the best available, or ``SPARSEBERT_ISA``).
+        ``default_isa()`` (the best available, or ``SPARSEBERT_ISA``); tuning to
+        ``Tuning.from_environment()`` (speed only: results are the same).
         """
         num_threads = _check_threads(num_threads)
         isa = _check_isa(isa)
-        model = read_model(path, verify_crc=verify)
-        tensors = _build_tensors(model)
-        try:
-            encoder = _native.core().Encoder(dict(model.config), tensors, num_threads, isa)
-        except ValueError as exc:
-            raise ModelFormatError(f"the encoder refused the model: {exc}", model.path) from None
+        if tuning is None:
+            tuning = Tuning.from_environment()
+        elif not isinstance(tuning, Tuning):
+            raise TypeError(f"tuning must be a sparsebert.tuning.Tuning, got {type(tuning).__name__}")
+        model = read_model(path, verify_crc=verify)  # the file is valid by the engine's own rules from here on
+        tensors = _build_tensors(model, encoder_spec(model.config), tuning)
+        encoder = _native.core().Encoder(dict(model.config), tensors, num_threads, isa, fuse_ffn=tuning.fuse_ffn)
         return cls(encoder, model)
 
     # ------------------------------------------------------------------------------------ properties
@@ -128,6 +121,11 @@ class SparseEngine:
     @property
     def output_names(self) -> list[str]:
         return list(self._output_names)
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest sequence one call accepts (from the position table; RoBERTa gives up its padding offset)."""
+        return self._max_sequence_length
 
     @property
     def linears(self) -> list[dict[str, Any]]:
@@ -165,23 +163,16 @@ class SparseEngine:
         for name, array in (("attention_mask", mask), ("token_type_ids", types)):
             if array is not None and array.shape != shape:
                 raise ValueError(f"{name} has shape {array.shape} but input_ids has shape {shape}")
-        if shape[0] == 0 or shape[1] == 0:
-            raise ValueError(f"input_ids has shape {shape}; batch and sequence length must be at least 1")
-        if shape[0] * shape[1] > MAX_TOKENS:
-            raise ValueError(f"input_ids has {shape[0] * shape[1]} tokens; one call takes at most {MAX_TOKENS}")
-        longest = max_sequence_length(self._config)
-        if shape[1] > longest:
-            raise ValueError(f"sequence length {shape[1]} exceeds the longest this model accepts ({longest}, "
-                             f"from max_position_embeddings {self._config['max_position_embeddings']})")
-        _check_range("input_ids", ids, 0, self._config["vocab_size"])
-        if types is not None:
-            _check_range("token_type_ids", types, 0, self._config["type_vocab_size"])
-        if mask is not None and not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("attention_mask must contain only 0 and 1")
+        most = _native.core().MAX_TOKENS
+        if shape[0] * shape[1] > most:  # before any copy: a broadcast view can be far larger than memory
+            raise ValueError(f"input_ids has {shape[0] * shape[1]} tokens; one call takes at most {most}")
+        for name, array in (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)):
+            _check_fits_int32(name, array)
         mask = np.ones(shape, np.int32) if mask is None else _to_int32(mask)
         types = np.zeros(shape, np.int32) if types is None else _to_int32(types)
         ids = _to_int32(ids)
-        # The C++ encoder serialises concurrent runs itself (one set of scratch buffers per engine).
+        # The encoder checks the values (ids and types in their vocabularies, a 0/1 mask, the sequence length)
+        # on its own copy, and serialises concurrent runs (one set of scratch buffers per engine).
         out = self._encoder.run(ids, mask, types, output_hidden_states)
         names = [*self._output_names, *(["hidden_states"] if output_hidden_states else [])]
         return {name: out[name] for name in names}
@@ -235,11 +226,13 @@ class SparseEngine:
         return array
 
 
-def _check_range(name: str, array: np.ndarray, low: int, high: int) -> None:
-    # Checked on the caller's dtype, before the int32 cast could wrap large values into range.
-    if array.size and (array.min() < low or array.max() >= high):
-        bad = array[(array < low) | (array >= high)].flat[0]
-        raise ValueError(f"{name} holds {int(bad)}, outside [{low}, {high})")
+def _check_fits_int32(name: str, array: np.ndarray | None) -> None:
+    # On the caller's dtype, before the int32 cast could wrap a large value into range.
+    if array is None or not array.size or np.can_cast(array.dtype, np.int32):
+        return
+    if array.min() < INT32.min or array.max() > INT32.max:
+        bad = array[(array < INT32.min) | (array > INT32.max)].flat[0]
+        raise ValueError(f"{name} holds {int(bad)}, outside the int32 range of token ids")
 
 
 def _to_int32(array: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from ._native import available_isas, default_isa
 from .convert.pack import pack_linear
 from .convert.packing import DENSE_BELOW, analyze, choose_layout
 from .format.layouts import LAYOUTS
+from .tuning import Tuning
 
 # The extension's own objects, resolved on first access (module __getattr__ below).
 _FROM_CORE = ("PackedLinear", "int8_isa")
@@ -35,11 +36,13 @@ def _float32(name: str, value: Any) -> np.ndarray:
     return array
 
 
-def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float = DENSE_BELOW) -> Any:
+def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float = DENSE_BELOW,
+         tuning: Tuning | None = None) -> Any:
     """Pack a [N, K] weight (and optional [N] bias) into a ``_core.PackedLinear``.
 
     ``layout="auto"`` picks dense / unstructured / block4 from the weight's
-    sparsity and block fill, exactly as the exporter does.
+    sparsity and block fill, exactly as the exporter does. ``tuning`` overrides the
+    sparse layouts' K-block width and row groups (``sparsebert.tuning.Tuning``).
     """
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
@@ -52,7 +55,7 @@ def pack(weight: Any, bias: Any = None, layout: str = "auto", dense_below: float
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     if layout == "auto":
         layout = choose_layout(analyze(weight), dense_below)
-    return _native.to_packed_linear(layout, pack_linear(weight, layout).arrays, bias, weight.shape)
+    return _native.to_packed_linear(layout, pack_linear(weight, layout).arrays, bias, weight.shape, tuning)
 
 
 def pack_int8(weight: Any, bias: Any = None) -> Any:

@@ -17,7 +17,6 @@ import numpy as np
 
 from .engine import SparseEngine
 from .format import read_model
-from .format.spec import max_sequence_length
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
@@ -47,7 +46,7 @@ class Pipeline:
         self.engine = engine
         self.tokenizer = tokenizer
         config = engine.config
-        self.max_length = max_sequence_length(config)
+        self.max_length = engine.max_sequence_length
         if task == "sentence-embedding" and "sentence_max_length" in config:  # sentence-transformers truncates here
             self.max_length = min(self.max_length, config["sentence_max_length"])
         self.sentence_pooling = config.get("sentence_pooling")
@@ -81,7 +80,7 @@ class Pipeline:
             raise TypeError("tokenize takes a string or a list of strings")
         if not texts:
             raise ValueError("tokenize needs at least one text")
-        longest = max_sequence_length(self.engine.config)
+        longest = self.engine.max_sequence_length
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
                                        or not 1 <= max_length <= longest):
             raise ValueError(f"max_length must be an integer in [1, {longest}], got {max_length!r}")

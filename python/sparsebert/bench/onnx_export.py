@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import INPUT_NAMES, output_names_for
-from ..format.spec import max_sequence_length
+from ..engine import INPUT_NAMES
+from ..format.spec import encoder_spec, max_sequence_length
 
 # Opset 17 has LayerNormalization and is understood by onnxruntime >= 1.13 and by the onnx 1.14 that
 # DeepSparse 1.8 pins; newer opsets would lock DeepSparse out.
@@ -89,7 +89,7 @@ def export_onnx(model: Any, config: dict[str, Any], path: str | os.PathLike) -> 
     import onnx
     import torch
 
-    names = output_names_for(config)
+    names = list(encoder_spec(config)["outputs"])
     wrapper = bert_outputs(model, config)
     batch, seq = TRACE_SHAPE
     seq = min(seq, max_sequence_length(config))

@@ -10,8 +10,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from .._native import core
 from ..errors import UnsupportedModelError
-from ..format import spec
 from .checkpoint import Checkpoint
 from .hf_names import LAYER_NAMES
 
@@ -125,5 +125,5 @@ def head_tensors(take: Collector, config: dict[str, Any], h: int) -> dict[str, I
     if config["head"] in ("sequence_classification", "token_classification"):
         items["classifier"] = take.linear("classifier", labels, h, encoder=False)
     elif config["head"] == "question_answering":
-        items["qa_outputs"] = take.linear("qa_outputs", spec.QA_OUTPUTS, h, encoder=False)
+        items["qa_outputs"] = take.linear("qa_outputs", core().QA_OUTPUTS, h, encoder=False)
     return items

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._native import core
 from ..errors import UnsupportedModelError
 from ..format import spec
 from .checkpoint import FAMILIES, Checkpoint
-
-SUPPORTED_ACTIVATIONS = spec.HIDDEN_ACTS
 
 # The config classes' defaults: a config.json only lists what differs from them.
 BERT_DEFAULTS: dict[str, Any] = {
@@ -87,11 +86,13 @@ def check_hf_config(config: dict[str, Any], family: str, source: str) -> None:
     if hf.get("add_cross_attention"):
         problems.append("add_cross_attention is true; cross-attention is not supported")
     act = hf["hidden_act"]
-    if not isinstance(act, str) or act not in SUPPORTED_ACTIVATIONS:
-        problems.append(f"hidden_act {act!r} is not supported (supported: {', '.join(SUPPORTED_ACTIVATIONS)})")
+    supported = core().CONFIG_CHOICES["hidden_act"]  # the engine's list, so nothing it cannot run gets exported
+    if not isinstance(act, str) or act not in supported:
+        problems.append(f"hidden_act {act!r} is not supported (supported: {', '.join(supported)})")
     for key in INT_KEYS:
-        if not spec.is_int(hf[key]) or hf[key] < 1:
-            problems.append(f"{key} must be a positive integer, got {hf[key]!r}")
+        least, most = core().CONFIG_LIMITS[key]
+        if not spec.is_int(hf[key]) or not max(least, 1) <= hf[key] <= most:
+            problems.append(f"{key} must be an integer in [{max(least, 1)}, {most}], got {hf[key]!r}")
     eps = hf["layer_norm_eps"]
     if not spec.is_number(eps) or eps <= 0:
         problems.append(f"layer_norm_eps must be a positive number, got {eps!r}")
@@ -130,7 +131,7 @@ def encoder_config(ckpt: Checkpoint) -> dict[str, Any]:
         num_labels, labels = _labels(hf, ckpt.source)
         config.update(num_labels=num_labels, id2label=labels)
     elif head == "question_answering":
-        config.update(num_labels=spec.QA_OUTPUTS)
+        config.update(num_labels=core().QA_OUTPUTS)
     else:
         config.update(num_labels=0)
     if head == "sequence_classification":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..format import spec
+from .._native import core
 from .hf_bert import Collector, Item, collect_tensors
 from .checkpoint import Checkpoint
 
@@ -29,5 +29,5 @@ def head_tensors(take: Collector, config: dict[str, Any], h: int) -> dict[str, I
     elif config["head"] == "token_classification":
         items["classifier"] = take.linear("classifier", labels, h, encoder=False)
     elif config["head"] == "question_answering":
-        items["qa_outputs"] = take.linear("qa_outputs", spec.QA_OUTPUTS, h, encoder=False)
+        items["qa_outputs"] = take.linear("qa_outputs", core().QA_OUTPUTS, h, encoder=False)
     return items

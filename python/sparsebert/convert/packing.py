@@ -3,9 +3,9 @@
 Two passes, as in XNNPACK's sparse operators: ``analyze`` measures, ``choose_layout``
 decides, ``pack_arrays`` builds the arrays described in ``format/layouts.py`` for the
 float layouts (dense, unstructured, block4). int8 weights are built on the block4
-arrays by quantization.py; pack.py packs any layout. Only numpy here, so exporting
-needs no compiled code (``_native.to_packed_linear`` builds the extension's objects
-from these arrays).
+arrays by quantization.py; pack.py packs any layout. The limits (K a sparse layout's uint16
+indices can address) are the engine's, read from ``_core``; ``_native.to_packed_linear``
+builds the extension's objects from these arrays.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..format.layouts import BLOCK, LAYOUTS, MAX_SPARSE_COLS, MAX_STORED
+from .._native import core
+from ..format.layouts import BLOCK, LAYOUTS, MAX_STORED
 
 # Below this sparsity the index overhead and the scattered loads of a sparse kernel
 # cost more than the skipped multiply-adds save; the dense GEMM wins.
@@ -72,7 +73,7 @@ def choose_layout(stats: Mapping[str, Any], dense_below: float = DENSE_BELOW) ->
     """Pick "dense", "block4" or "unstructured" for weights described by ``analyze``."""
     if not 0.0 <= dense_below <= 1.0:
         raise ValueError(f"dense_below must be in [0, 1], got {dense_below}")
-    if stats["sparsity"] < dense_below or stats["shape"][1] > MAX_SPARSE_COLS:
+    if stats["sparsity"] < dense_below or stats["shape"][1] > core().MAX_SPARSE_COLS:
         return "dense"
     if stats["block_fill"] >= BLOCK4_MIN_FILL:
         return "block4"
@@ -117,9 +118,9 @@ def pack_arrays(weight: Any, layout: str) -> dict[str, np.ndarray]:
 
 def check_sparse_width(layout: str, n_cols: int) -> None:
     """ValueError unless a sparse ``layout`` can index ``n_cols`` input columns."""
-    if n_cols > MAX_SPARSE_COLS:
+    if n_cols > core().MAX_SPARSE_COLS:
         raise ValueError(
-            f"{layout} layout stores uint16 column indices, so K must be <= {MAX_SPARSE_COLS} "
+            f"{layout} layout stores uint16 column indices, so K must be <= {core().MAX_SPARSE_COLS} "
             f"(got {n_cols}); use the dense layout"
         )
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from .._native import core
 from .packing import pack_arrays
 
 INT8_MAX = 127  # symmetric: the scales chosen here never give -128 (a quantized checkpoint's grid may hold it)
-MAX_INT8_COLS = 32768  # keeps the kernel's int32 sums exact (PackedLinear::kInt8MaxCols)
 
 
 def quantize_weight_int8(weight: Any, scales: Any = None) -> dict[str, Any]:
@@ -28,8 +28,9 @@ def quantize_weight_int8(weight: Any, scales: Any = None) -> dict[str, Any]:
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {weight.shape}")
-    if weight.shape[1] > MAX_INT8_COLS:
-        raise ValueError(f"int8 layers take at most {MAX_INT8_COLS} input columns, got {weight.shape[1]}")
+    most = core().INT8_MAX_COLS  # the kernels' int32 sums stay exact up to here
+    if weight.shape[1] > most:
+        raise ValueError(f"int8 layers take at most {most} input columns, got {weight.shape[1]}")
     arrays = pack_arrays(weight, "block4")
     ptr, values = arrays["block_ptr"], arrays["block_values"]
     peak = np.abs(weight).max(axis=1) if weight.size else np.zeros(weight.shape[0], np.float32)

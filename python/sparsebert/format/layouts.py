@@ -15,9 +15,9 @@ tensors ``P.bias`` (float32 ``[N]``) plus, by layout::
                   P.block_values  int8    [nb, 4]     s8 weights, zero where a block runs past K
                   P.scales        float32 [N]         row r's weights are scales[r] * block_values (>= 0)
 
-block4_int8 came with layout revision 2; K is at most 32768 for it (the kernels'
+block4_int8 came with layout revision 2; K is at most ``_core.INT8_MAX_COLS`` (32768) for it (the kernels'
 int32 sums stay exact).  Indices are uint16 to halve the index stream of the sparse kernels, which is why
-sparse layouts are limited to K <= 65535.  Files keep plain CSR row order; the
+sparse layouts are limited to K <= ``_core.MAX_SPARSE_COLS`` (65535).  Files keep plain CSR row order; the
 C++ side may reorder rows for load balance after loading.
 """
 
@@ -27,11 +27,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._native import core
+
 LAYOUTS = ("dense", "unstructured", "block4", "block4_int8")
 BLOCK = 4
-MAX_SPARSE_COLS = 65535  # largest K whose indices fit uint16
 MAX_STORED = 2**31 - 1  # pointers are int32
-MAX_INT8_COLS = 32768  # block4_int8: |int32 sums| < 255 * 128 * K stays exact
 
 # suffix -> dtype name, per layout (the bias is common to all layouts)
 LAYOUT_ARRAYS: dict[str, dict[str, str]] = {
@@ -70,57 +70,11 @@ def stored_count_array(layout: str) -> str | None:
 
 
 def check_linear_arrays(layout: str, n_rows: int, n_cols: int, arrays: Mapping[str, np.ndarray]) -> None:
-    """Check the index invariants of one packed linear; raise ValueError naming the first violation.
-
-    The C++ constructors check the same things; doing it here too gives messages
-    that name the file and the layer, and keeps corrupt indices away from C++
-    even when it is built without its checks.
-    """
-    if layout == "dense":
-        return
-    if n_cols > MAX_SPARSE_COLS:
-        raise ValueError(f"{layout} layout needs K <= {MAX_SPARSE_COLS}, got K = {n_cols}")
-    if layout == "unstructured":
-        ptr, idx, limit, what = arrays["row_ptr"], arrays["col_idx"], n_cols, "col_idx"
-    elif layout in ("block4", "block4_int8"):
-        ptr, idx, limit, what = arrays["block_ptr"], arrays["block_col"], -(-n_cols // BLOCK), "block_col"
-    else:
-        raise ValueError(f"unknown layout {layout!r}")
-    if layout == "block4_int8":
-        if n_cols > MAX_INT8_COLS:
-            raise ValueError(f"block4_int8 layout needs K <= {MAX_INT8_COLS}, got K = {n_cols}")
-        scales = arrays["scales"]
-        if not (np.isfinite(scales).all() and (scales >= 0).all()):
-            raise ValueError("scales must be finite and >= 0")
-    stored = idx.shape[0]
-    if ptr.shape != (n_rows + 1,):
-        raise ValueError(f"pointer array has shape {ptr.shape}, expected ({n_rows + 1},)")
-    if ptr[0] != 0:
-        raise ValueError(f"pointer array starts at {int(ptr[0])}, expected 0")
-    if ptr[-1] != stored:
-        raise ValueError(f"pointer array ends at {int(ptr[-1])}, but {stored} entries are stored")
-    if n_rows and np.any(np.diff(ptr) < 0):
-        raise ValueError("pointer array is not non-decreasing")
-    if stored == 0:
-        return
-    if int(idx.max()) >= limit:
-        raise ValueError(f"{what} holds {int(idx.max())}, out of range for {limit} columns")
-    # Indices must rise strictly inside each row; the step across a row start is exempt.
-    step = np.diff(idx.astype(np.int32))
-    row_start = np.zeros(stored, dtype=bool)
-    starts = ptr[1:-1]
-    row_start[starts[starts < stored]] = True
-    bad = (step <= 0) & ~row_start[1:]
-    if bad.any():
-        pos = int(np.argmax(bad)) + 1
-        row = int(np.searchsorted(ptr, pos, side="right")) - 1
-        raise ValueError(f"{what} is not strictly increasing in row {row} (entry {pos})")
-    if layout in ("block4", "block4_int8") and n_cols % BLOCK:
-        # The kernels read whole blocks, so lanes past K must hold zeros to add nothing.
-        last = idx == limit - 1
-        tail = arrays["block_values"][last, n_cols % BLOCK :]
-        if np.any(tail != 0):
-            raise ValueError("block_values has non-zero weights past the last input column")
+    """Check the index invariants of one packed linear (pointers, indices in range and strictly increasing per
+    row, zeros past K, int8 scales, K within the layout's limit); ValueError naming the first violation. The rules
+    are the C++ constructors' own (csrc/ops/packed_arrays.h), run here before any array is packed, so that a
+    corrupt file is refused with its name and the layer's."""
+    core().check_packed_arrays(layout, int(n_rows), int(n_cols), dict(arrays))
 
 
 def check_model_linears(linears: Mapping[str, Mapping], tensors: Mapping[str, np.ndarray]) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .._native import core
 from ..errors import ModelFormatError
 from . import layouts
 
@@ -65,27 +66,6 @@ HEADER_KEYS: dict[str, type] = {
 }
 TENSOR_KEYS = ("dtype", "shape", "offset", "nbytes", "crc32")
 LINEAR_KEYS = ("layout", "shape", "nnz", "sparsity", "block_fill", "bytes")
-
-HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
-HEADS = ("none", "sequence_classification", "question_answering", "token_classification")
-MODEL_TYPES = ("bert", "distilbert", "roberta")
-POSITION_IDS = ("absolute", "padding_offset")  # 0..seq-1, or RoBERTa's (see max_sequence_length)
-POOLER_ACTS = ("tanh", "relu")
-QA_OUTPUTS = 2  # start and end logits
-# Encoder config integers and their smallest legal value.
-CONFIG_INTS = {
-    "hidden_size": 1,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 1,
-    "intermediate_size": 1,
-    "vocab_size": 1,
-    "max_position_embeddings": 1,
-    "type_vocab_size": 1,
-    "num_labels": 0,
-}
-CONFIG_KEYS = ("model_type", *CONFIG_INTS, "layer_norm_eps", "hidden_act", "head", "has_pooler")
-# Optional keys and the value a config without them means (files from before DistilBERT and RoBERTa).
-CONFIG_DEFAULTS = {"position_ids": "absolute", "pooler_act": "tanh", "pooler_is_head": False}
 
 # Problems listed in one message before the rest are only counted.
 MAX_LISTED = 20
@@ -134,20 +114,23 @@ def _listing(problems: list[str]) -> str:
     return shown + (f"; ... and {more} more" if more > 0 else "")
 
 
-def validate_config(config: Any) -> None:
-    """Check the encoder config (ARCHITECTURE.md, "Encoder config keys")."""
+def encoder_spec(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What an encoder with this config is made of, as the C++ engine defines it (csrc/encoder/encoder_spec.h, the
+    one owner of the config schema, the weight names and the outputs): ``arrays`` {name: shape}, ``linears``
+    {name: (rows, cols)}, ``outputs`` [name], ``max_sequence_length``. ModelFormatError for a bad config."""
     if not isinstance(config, dict):
         raise ModelFormatError(f"config must be a JSON object, got {type(config).__name__}")
-    missing = [k for k in CONFIG_KEYS if k not in config]
-    if missing:
-        raise ModelFormatError(f"config is missing {', '.join(missing)}")
+    try:
+        return core().encoder_spec(config)
+    except ValueError as exc:
+        raise ModelFormatError(str(exc)) from None
+
+
+def validate_config(config: Any) -> None:
+    """Check the encoder config (ARCHITECTURE.md, "Encoder config keys"): the engine's keys by the engine's own
+    rules (encoder_spec), the keys only Python reads (pipelines, labels) here."""
+    encoder_spec(config)
     problems = []
-    if config["model_type"] not in MODEL_TYPES:
-        problems.append(f"model_type is {config['model_type']!r}, expected one of {', '.join(MODEL_TYPES)}")
-    if config.get("position_ids", "absolute") not in POSITION_IDS:
-        problems.append(f"position_ids {config['position_ids']!r} is not one of {', '.join(POSITION_IDS)}")
-    if config.get("pooler_act", "tanh") not in POOLER_ACTS:
-        problems.append(f"pooler_act {config['pooler_act']!r} is not one of {', '.join(POOLER_ACTS)}")
     if config.get("sentence_pooling", "mean") not in ("mean", "cls"):
         problems.append(f"sentence_pooling {config['sentence_pooling']!r} is not 'mean' or 'cls'")
     if not isinstance(config.get("sentence_normalize", False), bool):
@@ -155,105 +138,24 @@ def validate_config(config: Any) -> None:
     if "sentence_max_length" in config and not (is_int(config["sentence_max_length"])
                                                 and config["sentence_max_length"] >= 1):
         problems.append(f"sentence_max_length must be a positive integer, got {config['sentence_max_length']!r}")
-    if not isinstance(config.get("pooler_is_head", False), bool):
-        problems.append(f"pooler_is_head must be true or false, got {config['pooler_is_head']!r}")
-    for key, least in CONFIG_INTS.items():
-        if not is_int(config[key]) or config[key] < least:
-            problems.append(f"{key} must be an integer >= {least}, got {config[key]!r}")
-    eps = config["layer_norm_eps"]
-    if not is_number(eps) or eps <= 0:
-        problems.append(f"layer_norm_eps must be a positive number, got {eps!r}")
-    if config["hidden_act"] not in HIDDEN_ACTS:
-        problems.append(f"hidden_act {config['hidden_act']!r} is not one of {', '.join(HIDDEN_ACTS)}")
-    if config["head"] not in HEADS:
-        problems.append(f"head {config['head']!r} is not one of {', '.join(HEADS)}")
-    if not isinstance(config["has_pooler"], bool):
-        problems.append(f"has_pooler must be true or false, got {config['has_pooler']!r}")
     if "id2label" in config:
         labels = config["id2label"]
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             problems.append("id2label must map label ids to strings")
     if problems:
         raise ModelFormatError("bad config: " + _listing(problems))
-    if config["hidden_size"] % config["num_attention_heads"]:
-        raise ModelFormatError(
-            f"hidden_size {config['hidden_size']} is not a multiple of "
-            f"num_attention_heads {config['num_attention_heads']}"
-        )
-    if config["head"] == "sequence_classification":
-        if not config["has_pooler"]:
-            raise ModelFormatError("head 'sequence_classification' needs has_pooler = true")
-        if config["num_labels"] < 1:
-            raise ModelFormatError("head 'sequence_classification' needs num_labels >= 1")
-    if config["head"] == "question_answering" and config["num_labels"] != QA_OUTPUTS:
-        raise ModelFormatError(f"head 'question_answering' needs num_labels = {QA_OUTPUTS}")
-    if config["head"] == "token_classification" and config["num_labels"] < 1:
-        raise ModelFormatError("head 'token_classification' needs num_labels >= 1")
-    for key, most in (("layer_heads", config["num_attention_heads"]), ("layer_intermediate",
-                                                                    config["intermediate_size"])):
-        if key in config:
-            counts = config[key]
-            if (not isinstance(counts, list) or len(counts) != config["num_hidden_layers"]
-                    or not all(is_int(c) and 1 <= c <= most for c in counts)):
-                raise ModelFormatError(f"{key} must list {config['num_hidden_layers']} integers in [1, {most}], "
-                                       f"got {counts!r}")
-    if config.get("pooler_is_head") and not (config["has_pooler"] and config["head"] == "sequence_classification"):
-        raise ModelFormatError("pooler_is_head needs a pooler and head 'sequence_classification'")
-    if config.get("position_ids") == "padding_offset":
-        pad = config.get("pad_token_id")
-        if not is_int(pad) or not 0 <= pad < config["vocab_size"] or pad + 1 >= config["max_position_embeddings"]:
-            raise ModelFormatError(
-                f"position_ids 'padding_offset' needs pad_token_id in [0, vocab_size) with pad_token_id + 1 < "
-                f"max_position_embeddings, got {pad!r}"
-            )
 
 
 def max_sequence_length(config: Mapping[str, Any]) -> int:
-    """The longest input sequence whose position ids fit the position table.
-
-    RoBERTa numbers non-padding tokens from pad_token_id + 1 (padding tokens get pad_token_id), so it gives up
-    pad_token_id + 1 positions (roberta-base: 514 positions, 512 tokens).
-    """
-    if config.get("position_ids") == "padding_offset":
-        return config["max_position_embeddings"] - config["pad_token_id"] - 1
-    return config["max_position_embeddings"]
+    """The longest input sequence whose position ids fit the position table (RoBERTa numbers non-padding tokens
+    from pad_token_id + 1, so it gives up pad_token_id + 1 positions: roberta-base takes 512 of 514)."""
+    return encoder_spec(config)["max_sequence_length"]
 
 
 def expected_tensors(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, int]]]:
     """Shapes of the plain arrays and of the packed linears an encoder with this config needs."""
-    h = config["hidden_size"]
-    head_dim = h // config["num_attention_heads"]
-    layers = config["num_hidden_layers"]
-    heads = config.get("layer_heads") or [config["num_attention_heads"]] * layers
-    neurons = config.get("layer_intermediate") or [config["intermediate_size"]] * layers
-    arrays: dict[str, tuple[int, ...]] = {
-        "embeddings.word_embeddings": (config["vocab_size"], h),
-        "embeddings.position_embeddings": (config["max_position_embeddings"], h),
-        "embeddings.token_type_embeddings": (config["type_vocab_size"], h),
-        "embeddings.layer_norm.weight": (h,),
-        "embeddings.layer_norm.bias": (h,),
-    }
-    linears: dict[str, tuple[int, int]] = {}
-    for n in range(layers):
-        p = f"layers.{n}"
-        width, i = heads[n] * head_dim, neurons[n]  # what structured compaction kept of this layer
-        linears[f"{p}.attention.qkv"] = (3 * width, h)
-        linears[f"{p}.attention.output"] = (h, width)
-        arrays[f"{p}.attention.layer_norm.weight"] = (h,)
-        arrays[f"{p}.attention.layer_norm.bias"] = (h,)
-        linears[f"{p}.ffn.up"] = (i, h)
-        linears[f"{p}.ffn.down"] = (h, i)
-        arrays[f"{p}.ffn.layer_norm.weight"] = (h,)
-        arrays[f"{p}.ffn.layer_norm.bias"] = (h,)
-    if config["has_pooler"]:
-        linears["pooler"] = (h, h)
-    if config["head"] == "sequence_classification":
-        linears["classifier"] = (config["num_labels"], h)
-    elif config["head"] == "question_answering":
-        linears["qa_outputs"] = (QA_OUTPUTS, h)
-    elif config["head"] == "token_classification":
-        linears["classifier"] = (config["num_labels"], h)
-    return arrays, linears
+    spec = encoder_spec(config)
+    return dict(spec["arrays"]), dict(spec["linears"])
 
 
 def _check_tensor_entry(name: str, entry: Any, data_nbytes: int) -> str | None:
@@ -311,8 +213,6 @@ def _check_linear(name: str, meta: Any, tensors: Mapping[str, dict]) -> list[str
         problems.append(f"linear {name!r}: bytes {meta['bytes']!r} is not a non-negative integer")
     if "weight_error" in meta and not (is_number(meta["weight_error"]) and meta["weight_error"] >= 0):
         problems.append(f"linear {name!r}: weight_error {meta['weight_error']!r} is not a number >= 0")
-    if layout != "dense" and n_cols > layouts.MAX_SPARSE_COLS:
-        problems.append(f"linear {name!r}: layout {layout} needs K <= {layouts.MAX_SPARSE_COLS}, got {n_cols}")
 
     entries = {s: tensors.get(f"{name}.{s}") for s in layouts.array_suffixes(layout)}
     absent = [f"{name}.{s}" for s, e in entries.items() if e is None]
