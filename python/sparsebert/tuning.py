@@ -1,4 +1,5 @@
-"""Engine tuning: choices that change speed, never a result (outputs stay bitwise the same).
+"""Engine tuning: choices that change speed, not what is computed. Fusing the FFN gives bitwise the same
+outputs; other K-blocks or row groups only reorder the fp32 sums (differences of a few ulp).
 
 ``Tuning()`` is what the engine chooses by itself. ``Tuning.from_environment()`` reads the overrides a developer
 sets while measuring, once, when a model is loaded: ``SPARSEBERT_KBLOCK`` (input columns per K-block of the sparse
