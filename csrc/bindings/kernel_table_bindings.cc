@@ -33,9 +33,10 @@ int32_t dim(int64_t v, const char* what, int64_t least = 0) {
 
 // A [rows][n] float matrix held with a row stride padded to whole vectors (zero padding).
 struct Rows {
-  Rows(int64_t rows, int64_t n) : rows(rows), n(n), ld(padded(n)) { buf.reset(static_cast<std::size_t>(rows * ld + ld)); }
-  Rows(const py::handle& obj, const char* name, int64_t rows, int64_t n, int64_t alloc_rows = -1) : Rows(
-      std::max(rows, alloc_rows), n) {
+  Rows(int64_t rows, int64_t n) : rows(rows), n(n), ld(padded(n)) {
+    buf.reset(static_cast<std::size_t>(rows * ld + ld));
+  }
+  Rows(const py::handle& obj, const char* name, int64_t rows, int64_t n) : Rows(rows, n) {
     auto a = checked_array<float>(obj, name);
     check_shape(a, {rows, n}, name);
     for (int64_t r = 0; r < rows; ++r) std::memcpy(buf.data() + r * ld, a.data() + r * n, n * sizeof(float));

@@ -67,51 +67,54 @@ Linear make_dense(const py::handle& weight, const py::object& bias) {
   return PackedLinear::dense(rows, cols, w.data(), optional_bias(bias, rows, b));
 }
 
+// A layout's pointer and index arrays, checked as 1-D and kept alive with the call.
+struct Compressed {
+  Compressed(const py::handle& ptr_obj, const py::handle& idx_obj, const char* ptr_name, const char* idx_name)
+      : ptr(checked_array<int32_t>(ptr_obj, ptr_name)), idx(checked_array<uint16_t>(idx_obj, idx_name)) {
+    check_shape(ptr, {-1}, ptr_name);
+    check_shape(idx, {-1}, idx_name);
+  }
+  CompressedRows view() const { return CompressedRows{ptr.data(), ptr.shape(0), idx.data(), idx.shape(0)}; }
+  py::array_t<int32_t, py::array::c_style> ptr;
+  py::array_t<uint16_t, py::array::c_style> idx;
+};
+
 Linear make_unstructured(int64_t n_rows, int64_t n_cols, const py::handle& row_ptr, const py::handle& col_idx,
                          const py::handle& values, const py::object& bias, int kblock_cols, int group_panels) {
   const int32_t rows = checked_dim(n_rows, "n_rows"), cols = checked_dim(n_cols, "n_cols");
-  auto ptr = checked_array<int32_t>(row_ptr, "row_ptr");
-  auto idx = checked_array<uint16_t>(col_idx, "col_idx");
+  const Compressed c(row_ptr, col_idx, "row_ptr", "col_idx");
   auto val = checked_array<float>(values, "values");
-  check_shape(ptr, {-1}, "row_ptr");
-  check_shape(idx, {-1}, "col_idx");
-  check_shape(val, {idx.shape(0)}, "values");
+  check_shape(val, {c.idx.shape(0)}, "values");
   FloatArray b;
   const float* bp = optional_bias(bias, rows, b);
-  return PackedLinear::unstructured(rows, cols, ptr.data(), ptr.shape(0), idx.data(), val.data(), idx.shape(0), bp,
-                                    pack_options(kblock_cols, group_panels));
+  return PackedLinear::unstructured(rows, cols, c.ptr.data(), c.ptr.shape(0), c.idx.data(), val.data(),
+                                    c.idx.shape(0), bp, pack_options(kblock_cols, group_panels));
 }
 
 Linear make_block4(int64_t n_rows, int64_t n_cols, const py::handle& block_ptr, const py::handle& block_col,
                    const py::handle& values, const py::object& bias, int kblock_cols, int group_panels) {
   const int32_t rows = checked_dim(n_rows, "n_rows"), cols = checked_dim(n_cols, "n_cols");
-  auto ptr = checked_array<int32_t>(block_ptr, "block_ptr");
-  auto idx = checked_array<uint16_t>(block_col, "block_col");
+  const Compressed c(block_ptr, block_col, "block_ptr", "block_col");
   auto val = checked_array<float>(values, "block_values");
-  check_shape(ptr, {-1}, "block_ptr");
-  check_shape(idx, {-1}, "block_col");
-  check_shape(val, {idx.shape(0), 4}, "block_values");
+  check_shape(val, {c.idx.shape(0), 4}, "block_values");
   FloatArray b;
   const float* bp = optional_bias(bias, rows, b);
-  return PackedLinear::block4(rows, cols, ptr.data(), ptr.shape(0), idx.data(), val.data(), idx.shape(0), bp,
-                              pack_options(kblock_cols, group_panels));
+  return PackedLinear::block4(rows, cols, c.ptr.data(), c.ptr.shape(0), c.idx.data(), val.data(), c.idx.shape(0),
+                              bp, pack_options(kblock_cols, group_panels));
 }
 
 Linear make_block4_int8(int64_t n_rows, int64_t n_cols, const py::handle& block_ptr, const py::handle& block_col,
                         const py::handle& values, const py::handle& scales, const py::object& bias) {
   const int32_t rows = checked_dim(n_rows, "n_rows"), cols = checked_dim(n_cols, "n_cols");
-  auto ptr = checked_array<int32_t>(block_ptr, "block_ptr");
-  auto idx = checked_array<uint16_t>(block_col, "block_col");
+  const Compressed c(block_ptr, block_col, "block_ptr", "block_col");
   auto val = checked_array<int8_t>(values, "block_values");
   auto sc = checked_array<float>(scales, "scales");
-  check_shape(ptr, {-1}, "block_ptr");
-  check_shape(idx, {-1}, "block_col");
-  check_shape(val, {idx.shape(0), 4}, "block_values");
+  check_shape(val, {c.idx.shape(0), 4}, "block_values");
   check_shape(sc, {rows}, "scales");
   FloatArray b;
   const float* bp = optional_bias(bias, rows, b);
-  return PackedLinear::block4_int8(rows, cols, ptr.data(), ptr.shape(0), idx.data(), val.data(), idx.shape(0),
-                                   sc.data(), bp);
+  return PackedLinear::block4_int8(rows, cols, c.ptr.data(), c.ptr.shape(0), c.idx.data(), val.data(),
+                                   c.idx.shape(0), sc.data(), bp);
 }
 
 // The index invariants of a file's arrays (ops/packed_arrays.h) without packing them; the caller (format/)
@@ -126,20 +129,18 @@ void check_packed_arrays(const std::string& layout, int64_t n_rows, int64_t n_co
   const bool unstructured = layout == "unstructured";
   if (!unstructured && layout != "block4" && layout != "block4_int8")
     throw py::value_error("unknown layout '" + layout + "' (known: dense, unstructured, block4, block4_int8)");
-  auto ptr = checked_array<int32_t>(get(unstructured ? "row_ptr" : "block_ptr"), "pointer array");
-  auto idx = checked_array<uint16_t>(get(unstructured ? "col_idx" : "block_col"), "index array");
-  check_shape(ptr, {-1}, "pointer array");
-  check_shape(idx, {-1}, "index array");
-  const CompressedRows c{ptr.data(), ptr.shape(0), idx.data(), idx.shape(0)};
+  const Compressed held(get(unstructured ? "row_ptr" : "block_ptr"), get(unstructured ? "col_idx" : "block_col"),
+                        "pointer array", "index array");
+  const CompressedRows c = held.view();
   if (unstructured) return check_unstructured(rows, cols, c);
   if (layout == "block4") {
     auto val = checked_array<float>(get("block_values"), "block_values");
-    check_shape(val, {idx.shape(0), 4}, "block_values");
+    check_shape(val, {c.entries, 4}, "block_values");
     return check_block4(rows, cols, c, val.data());
   }
   auto val = checked_array<int8_t>(get("block_values"), "block_values");
   auto scales = checked_array<float>(get("scales"), "scales");
-  check_shape(val, {idx.shape(0), 4}, "block_values");
+  check_shape(val, {c.entries, 4}, "block_values");
   check_shape(scales, {rows}, "scales");
   check_block4_int8(rows, cols, c, val.data(), scales.data());
 }
