@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("SPARSEBERT_ISA", None)
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -517,3 +518,41 @@ def run_worker(worker, *args, timeout=1800) -> dict:
                             timeout=timeout)
     assert result.returncode == 0, f"{worker} crashed (exit {result.returncode}):\n{result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pipelines: random models over the real MiniLM tokenizer
+# --------------------------------------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def checkpoint_with_tokenizer(kind, tmp_path, minilm_dir, **config):
+    """A random BERT of ``kind`` over MiniLM's vocabulary, saved with MiniLM's tokenizer files."""
+    labels = {"sequence_classification": {0: "negative", 1: "neutral", 2: "positive"},
+              "token_classification": {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC"}}.get(kind)
+    kw = dict(vocab_size=30522, max_position_embeddings=64, **config)
+    if labels:
+        kw.update(id2label=labels, num_labels=len(labels))
+    model = make_model(kind, seed=2, **kw)
+    ckpt = tmp_path / f"ckpt_{kind}"
+    model.save_pretrained(ckpt, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, ckpt / name)
+    return model, ckpt
+
+
+@pytest.fixture()
+def exported(tmp_path, minilm_dir):
+    """make(kind, **config) -> (torch model, checkpoint directory, .sbert path carrying MiniLM's tokenizer)."""
+    import sparsebert
+    from sparsebert.format import read_model
+
+    def make(kind, **config):
+        model, ckpt = checkpoint_with_tokenizer(kind, tmp_path, minilm_dir, **config)
+        path = tmp_path / f"{kind}.sbert"
+        sparsebert.export(ckpt, path, verbose=False)
+        assert isinstance(read_model(path).header["tokenizer"], str)
+        return model, ckpt, path
+    return make

@@ -250,6 +250,7 @@ def tiny_result():
 
 # The harness takes every family and head: the peers run the transformers model rebuilt from the packed file,
 # and all engines must agree on every output.
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["none", "sequence_classification", "question_answering", "token_classification"])
 @pytest.mark.parametrize("name", ["tiny-roberta", "tiny-distilbert", "tiny"])
 def test_engine_bench_every_family_and_head(name, head):

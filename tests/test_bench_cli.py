@@ -38,6 +38,7 @@ def _png_size(path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.mark.slow
 def test_console_script_writes_json_png_and_markdown(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("matplotlib")

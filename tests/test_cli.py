@@ -128,6 +128,7 @@ def test_info_on_bad_files(tmp_path, small_model):
     assert_one_line_error(run_cli("info", tmp_path / "missing.sbert"), "missing.sbert")
 
 
+@pytest.mark.slow
 def test_export_errors(tmp_path, checkpoint):
     _, _, directory = checkpoint
     # Source does not exist.

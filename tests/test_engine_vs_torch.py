@@ -80,6 +80,7 @@ def minilm_exports(minilm_dir, minilm_batch, tmp_path_factory):
     return exports
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(MINILM_VARIANTS))
 def test_minilm_parity(variant, isa, minilm_exports, minilm_batch):
     path, _, ref = minilm_exports[variant]
@@ -124,6 +125,7 @@ def test_minilm_export_from_checkpoint_dir(minilm_dir, minilm_batch, tmp_path):
     assert_matches_torch(out, ref, minilm_batch["attention_mask"], what="MiniLM from dir")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["block4_90", "unstructured90"])
 def test_hidden_states_match_torch(variant, isa, minilm_exports, minilm_dir, minilm_batch):
     """output_hidden_states: the embeddings' output and every layer's, as transformers gives them, on the real

@@ -190,6 +190,7 @@ def test_architecture_must_match_model_type(tmp_path):
         sparsebert.export(ckpt, tmp_path / "x.sbert", verbose=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["ForSequenceClassification", "ForQuestionAnswering", "ForTokenClassification"])
 def test_real_minilm_weights_with_each_head(head, minilm_dir, minilm_batch, tmp_path):
     # The real all-MiniLM-L6-v2 encoder, 90%-pruned, under each task head (heads freshly initialised).

@@ -606,6 +606,7 @@ sparsebert.export(make_model("base", num_hidden_layers=2), {dest!r}, verbose=Fal
 """
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_destination_untouched(tmp_path):
     # SIGKILL (or a power cut) cannot be cleaned up after: the destination must still hold its old contents, and
     # the only trace is a hidden ".model.sbert.<random>.tmp" next to it.

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from conftest import run_worker
 
 WORKER = Path(__file__).with_name("fuzz_files_worker.py")
 
 
+@pytest.mark.slow
 def test_mutated_files_load_correctly_or_raise(small_model):
     cases = int(os.environ.get("SPARSEBERT_FUZZ_CASES", "1000"))
     summary = run_worker(WORKER, small_model.path, cases, 1234)

@@ -16,6 +16,7 @@ from conftest import run_worker
 WORKER = Path(__file__).with_name("hostile_inputs_worker.py")
 
 
+@pytest.mark.slow
 def test_hostile_inputs_are_refused_or_answered_correctly(small_model):
     cases = int(os.environ.get("SPARSEBERT_FUZZ_CASES", "1000"))
     summary = run_worker(WORKER, small_model.path, cases, 3)

@@ -37,6 +37,7 @@ def minilm_pruned(minilm_dir):
     return model
 
 
+@pytest.mark.slow
 def test_sentence_embeddings_int8_vs_fp32_on_real_minilm(minilm_pruned, minilm_dir, tmp_path):
     assert len(TEXTS) >= 50
     fp32, int8, report = _export_pair(minilm_pruned, tmp_path, tokenizer=minilm_dir)
@@ -49,6 +50,7 @@ def test_sentence_embeddings_int8_vs_fp32_on_real_minilm(minilm_pruned, minilm_d
     assert np.abs(a - b).max() > 0
 
 
+@pytest.mark.slow
 def test_classification_int8_vs_fp32_on_real_minilm(minilm_dir, tmp_path):
     from tokenizers import Tokenizer
 

@@ -52,6 +52,7 @@ def onnx_export(model, directory, with_types=True, opset=17):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["Model", "ForSequenceClassification", "ForQuestionAnswering",
                                   "ForTokenClassification"])
 @pytest.mark.parametrize("family", ["Bert", "Roberta", "DistilBert"])

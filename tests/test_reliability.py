@@ -171,6 +171,7 @@ def test_resident_memory_is_flat_over_10000_runs(packed):
     assert growth < 0.01 * before, f"RSS grew by {growth} bytes from {before}"
 
 
+@pytest.mark.slow
 @not_under_asan
 def test_loaded_model_costs_about_its_packed_size(tmp_path):
     model = make_model("base", seed=23, num_hidden_layers=6, hidden_size=384, num_attention_heads=6,
@@ -251,6 +252,7 @@ def _corrupt_variants(good: bytes) -> dict[str, bytes]:
     return {"truncated": good[: len(good) // 2], "flipped data byte": bytes(flipped), "trailing byte": good + b"\0"}
 
 
+@pytest.mark.slow
 def test_failed_loads_leave_no_mapping_descriptor_or_thread(tmp_path, packed):
     import gc
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
 from .format import read_model
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
@@ -234,13 +235,13 @@ class Pipeline:
                 # Wanted: the context's tokens, and [CLS] (token 0), which the softmax includes.
                 wanted = np.array([sid == 1 for sid in w.sequence_ids], dtype=bool)
                 wanted[0] = True
-                starts = self._window_probs(out["start_logits"][i, :n], wanted)
-                ends = self._window_probs(out["end_logits"][i, :n], wanted)
+                starts = window_probs(out["start_logits"][i, :n], wanted)
+                ends = window_probs(out["end_logits"][i, :n], wanted)
                 if handle_impossible_answer:
                     min_null_score = min(min_null_score, float(starts[0] * ends[0]))
                 starts[0] = ends[0] = 0.0
-                for s, e, score in _best_spans(starts, ends, wanted, top_k, max_answer_len):
-                    lo, hi = _word_span(w, s, e)
+                for s, e, score in best_spans(starts, ends, wanted, top_k, max_answer_len):
+                    lo, hi = word_span(w, s, e)
                     text = context[lo:hi]
                     same = next((a for a in answers if a["answer"] == text), None)
                     if same is not None:
@@ -251,40 +252,6 @@ class Pipeline:
             answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
         return answers[0] if top_k == 1 else answers
-
-    @staticmethod
-    def _window_probs(logits: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        masked = np.where(wanted, logits.astype(np.float64), -10000.0)
-        e = np.exp(masked - masked.max())
-        return e / e.sum()
-
-
-def _best_spans(starts: np.ndarray, ends: np.ndarray, wanted: np.ndarray, top_k: int,
-                max_answer_len: int) -> list[tuple[int, int, float]]:
-    """The top_k (start, end, score) with start <= end < start + max_answer_len, both wanted tokens."""
-    scores = np.tril(np.triu(np.outer(starts, ends)), max_answer_len - 1)
-    flat = scores.ravel()
-    if top_k == 1:
-        order = np.array([np.argmax(flat)])
-    elif len(flat) < top_k:
-        order = np.argsort(-flat)
-    else:
-        top = np.argpartition(-flat, top_k)[:top_k]
-        order = top[np.argsort(-flat[top])]
-    spans = []
-    for index in order:
-        s, e = np.unravel_index(index, scores.shape)
-        if wanted[s] and wanted[e]:
-            spans.append((int(s), int(e), float(scores[s, e])))
-    return spans
-
-
-def _word_span(window: Any, s: int, e: int) -> tuple[int, int]:
-    """Character offsets in the context of tokens s..e widened to whole words (the pipeline's align_to_words)."""
-    start_word, end_word = window.token_to_word(s), window.token_to_word(e)
-    if start_word is None or end_word is None:
-        return window.offsets[s][0], window.offsets[e][1]
-    return window.word_to_chars(start_word, 1)[0], window.word_to_chars(end_word, 1)[1]
 
 
 def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_threads: int | None = None,
