@@ -303,13 +303,13 @@ def test_fused_ffn_equals_unfused(layout, intermediate, tmp_path):
     for isa in AVAILABLE_ISAS:
         fused = SparseEngine.load(path, isa=isa, num_threads=2)
         unfused = SparseEngine.load(path, isa=isa, num_threads=2, tuning=Tuning(fuse_ffn=False))
-        assert "ffn" in fused.profile(inp, runs=1) and "ffn_up" in unfused.profile(inp, runs=1)
+        assert "ffn" in fused.profile(inp, runs=1) and "ffn_tiled" in unfused.profile(inp, runs=1)
         a, b = fused.run(inp), unfused.run(inp)
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{layout}/I={intermediate}/{isa}/{key}")
         assert_matches_torch(a, ref, inp["attention_mask"], what=f"fused/{layout}/I={intermediate}/{isa}")
         # Three tiles over two threads: the unfused ops, which split rows to balance the threads.
-        assert "ffn_up" in fused.profile(ref_inp, runs=1)
+        assert "ffn_tiled" in fused.profile(ref_inp, runs=1)
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)

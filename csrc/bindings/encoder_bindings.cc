@@ -9,6 +9,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_args.h"
+#include "bindings/without_gil.h"
 #include "encoder/builder.h"
 #include "encoder/encoder_spec.h"
 
@@ -62,10 +63,14 @@ EncoderWeights encoder_weights(const py::dict& tensors, std::vector<py::array>& 
 }
 
 std::unique_ptr<Encoder> make_encoder(const py::dict& config, const py::dict& tensors, int num_threads,
-                                      const std::string& isa, bool fuse_ffn) {
+                                      const std::string& isa, bool fuse_ffn, int64_t max_batch_tokens) {
+  if (max_batch_tokens < 1 || max_batch_tokens > kMaxTokens)
+    throw py::value_error("max_batch_tokens must be in [1, " + std::to_string(kMaxTokens) + "], got " +
+                          std::to_string(max_batch_tokens));
   std::vector<py::array> keep;
   EncoderOptions options;
   options.fuse_ffn = fuse_ffn;
+  options.max_batch_tokens = static_cast<int32_t>(max_batch_tokens);
   return build_encoder(config_map(config), encoder_weights(tensors, keep), num_threads, isa, options);
 }
 
@@ -96,8 +101,15 @@ py::array to_numpy(Output&& out) {
   return py::array_t<float>(shape, data->data(), owner);
 }
 
-py::dict run(Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types,
-             bool hidden_states) {
+py::dict to_dict(std::map<std::string, Output>&& out) {
+  py::dict result;
+  for (auto& kv : out) result[py::str(kv.first)] = to_numpy(std::move(kv.second));
+  return result;
+}
+
+// Runs the encoder on checked int32 inputs without the GIL (bindings/without_gil.h: Ctrl-C, interpreter exit).
+std::map<std::string, Output> run_encoder(Encoder& e, const py::handle& ids, const py::handle& mask,
+                                          const py::handle& types, bool hidden_states, Profile* profile) {
   auto a = input_array(ids, "input_ids");
   auto b = input_array(mask, "attention_mask");
   auto c = input_array(types, "token_type_ids");
@@ -105,15 +117,21 @@ py::dict run(Encoder& e, const py::handle& ids, const py::handle& mask, const py
     throw py::value_error("input_ids, attention_mask and token_type_ids must have the same shape");
   if (a.shape(0) > std::numeric_limits<int32_t>::max() || a.shape(1) > std::numeric_limits<int32_t>::max())
     throw py::value_error("inputs hold more tokens than one call takes (" + std::to_string(kMaxTokens) + ")");
-  std::map<std::string, Output> out;
-  {
-    py::gil_scoped_release release;
-    out = e.run(a.data(), b.data(), c.data(), static_cast<int32_t>(a.shape(0)), static_cast<int32_t>(a.shape(1)),
-                hidden_states);
-  }
-  py::dict result;
-  for (auto& kv : out) result[py::str(kv.first)] = to_numpy(std::move(kv.second));
-  return result;
+  const auto batch = static_cast<int32_t>(a.shape(0)), seq = static_cast<int32_t>(a.shape(1));
+  return call_without_gil([&](const std::atomic<bool>* cancel) {
+    return e.run(a.data(), b.data(), c.data(), batch, seq, hidden_states, profile, cancel);
+  });
+}
+
+py::dict run(Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types,
+             bool hidden_states) {
+  return to_dict(run_encoder(e, ids, mask, types, hidden_states, nullptr));
+}
+
+py::tuple run_profiled(Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types) {
+  Profile profile;
+  py::dict out = to_dict(run_encoder(e, ids, mask, types, false, &profile));
+  return py::make_tuple(out, py::cast(profile));
 }
 
 }  // namespace
@@ -132,19 +150,20 @@ void register_encoder(py::module_& m) {
   m.attr("MAX_THREADS") = kMaxThreads;
   m.attr("MAX_TOKENS") = kMaxTokens;
   m.attr("QA_OUTPUTS") = kQaOutputs;
+  m.attr("DEFAULT_MAX_BATCH_TOKENS") = kDefaultMaxBatchTokens;
 
   py::class_<Encoder>(m, "Encoder", "The BERT encoder with packed weights, run in C++.")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("num_threads"), py::arg("isa"),
-           py::arg("fuse_ffn") = true)
+           py::arg("fuse_ffn") = true, py::arg("max_batch_tokens") = kDefaultMaxBatchTokens)
       .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"),
            py::arg("hidden_states") = false)
-      .def_property("profiling", &Encoder::profiling, &Encoder::set_profiling,
-                    "When True, run() times each op; read the times with last_profile().")
-      .def("last_profile", &Encoder::last_profile,
-           "[(op, milliseconds)] of the last profiled run, each op summed over layers.")
+      .def("run_profiled", &run_profiled, py::arg("input_ids"), py::arg("attention_mask"),
+           py::arg("token_type_ids"),
+           "(outputs, [(op, milliseconds)]): run() with this call's op times, each op summed over layers.")
       .def_property_readonly("isa", &Encoder::isa)
       .def_property_readonly("num_threads", &Encoder::num_threads)
-      .def_property_readonly("max_sequence_length", [](const Encoder& e) { return e.config().max_sequence(); });
+      .def_property_readonly("max_sequence_length", [](const Encoder& e) { return e.config().max_sequence(); })
+      .def_property_readonly("max_batch_tokens", &Encoder::max_batch_tokens);
 }
 
 }  // namespace sparsebert

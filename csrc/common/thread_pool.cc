@@ -43,17 +43,18 @@ ThreadPool::ThreadPool(int num_threads) : owner_pid_(static_cast<int>(getpid()))
 }
 
 ThreadPool::~ThreadPool() {
+  // After fork() the child holds std::thread objects whose threads do not exist (joining would fail), and mu_
+  // may have been locked by one of them when the parent forked: touch neither.
+  if (static_cast<int>(getpid()) != owner_pid_) {
+    for (auto& t : workers_) t.detach();
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  // After fork() the child holds std::thread objects whose threads do not exist: joining would fail.
-  if (static_cast<int>(getpid()) != owner_pid_) {
-    for (auto& t : workers_) t.detach();
-    return;
-  }
   for (auto& t : workers_) t.join();
 }
 

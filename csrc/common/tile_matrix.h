@@ -35,6 +35,12 @@ class TileMatrix {
                     static_cast<std::size_t>(rows - features) * kTileTokens * sizeof(float));
   }
 
+  // Frees the storage (a later resize allocates again).
+  void release() {
+    data_.reset(0);
+    features_ = rows_ = tokens_ = 0;
+  }
+
   int32_t features() const { return features_; }
   int32_t rows() const { return rows_; }
   int32_t tokens() const { return tokens_; }

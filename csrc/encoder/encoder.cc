@@ -1,10 +1,14 @@
 #include "encoder/encoder.h"
 
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
 #include <utility>
 
+#include "common/after_fork.h"
 #include "kernels/dispatch.h"
 #include "ops/fused_ffn.h"
+#include "ops/tiled_ffn.h"
 
 namespace sparsebert {
 namespace {
@@ -26,7 +30,43 @@ void copy_out(const TileMatrix& m, float* out) {
   }
 }
 
+void poll(const std::atomic<bool>* cancel) {
+  if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) throw Cancelled();
+}
+
 }  // namespace
+
+// One call's working set: the checked copies of its inputs, and the activations of one chunk.
+struct Encoder::Scratch {
+  std::vector<int32_t> ids, types, positions;
+  std::vector<uint8_t> keep;
+  TileMatrix hidden, qkv, ctx, attn, cls, pooled, head_out;
+  TiledFfnScratch ffn;
+  std::vector<AttentionScratch> attention;
+  std::vector<AlignedBuffer<float>> ffn_panels;
+};
+
+// Adds the time since the previous mark to an op of the call's profile (nothing when not profiling).
+class Encoder::Timer {
+ public:
+  explicit Timer(Profile* profile) : profile_(profile), last_(std::chrono::steady_clock::now()) {}
+  void mark(const char* op) {
+    if (profile_ == nullptr) return;
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    for (auto& entry : *profile_)
+      if (entry.first == op) {
+        entry.second += ms;
+        return;
+      }
+    profile_->emplace_back(op, ms);
+  }
+
+ private:
+  Profile* profile_;
+  std::chrono::steady_clock::time_point last_;
+};
 
 Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
                  std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
@@ -38,162 +78,186 @@ Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<E
       head_linear_(std::move(head_linear)),
       isa_(isa),
       kernels_(kernels_for(isa)),
-      pool_(num_threads) {
+      pool_(num_threads),
+      max_batch_tokens_(options.max_batch_tokens),
+      run_mutex_(std::make_unique<std::mutex>()),
+      scratch_(std::make_unique<Scratch>()) {
+  require(max_batch_tokens_ >= 1 && max_batch_tokens_ <= kMaxTokens,
+          "max_batch_tokens must be in [1, " + std::to_string(kMaxTokens) + "], got " +
+              std::to_string(max_batch_tokens_));
   for (EncoderLayer& layer : layers_)
     layer.ffn_fused = options.fuse_ffn && ffn_fusable(*layer.ffn_up, *layer.ffn_down);
+  // In a forked child: a new lock and new buffers. The old ones are abandoned, never touched again: the thread
+  // that held or was changing them does not exist there.
+  add_fork_repair(this, [this] {
+    run_mutex_.release();
+    scratch_.release();
+    run_mutex_ = std::make_unique<std::mutex>();
+    scratch_ = std::make_unique<Scratch>();
+  });
 }
 
-void Encoder::check_inputs(int32_t batch, int32_t seq) const {
-  const int64_t n = static_cast<int64_t>(batch) * seq;
-  for (int64_t t = 0; t < n; ++t) {
-    require(ids_[t] >= 0 && ids_[t] < config_.vocab,
-            "input_ids value " + std::to_string(ids_[t]) + " is outside [0, " + std::to_string(config_.vocab) + ")");
-    require(types_[t] >= 0 && types_[t] < config_.type_vocab,
-            "token_type_ids value " + std::to_string(types_[t]) + " is outside [0, " +
+Encoder::~Encoder() { remove_fork_repair(this); }
+
+void Encoder::check_inputs(const Scratch& s, int64_t tokens) const {
+  for (int64_t t = 0; t < tokens; ++t) {
+    require(s.ids[t] >= 0 && s.ids[t] < config_.vocab, "input_ids value " + std::to_string(s.ids[t]) +
+                                                            " is outside [0, " + std::to_string(config_.vocab) + ")");
+    require(s.types[t] >= 0 && s.types[t] < config_.type_vocab,
+            "token_type_ids value " + std::to_string(s.types[t]) + " is outside [0, " +
                 std::to_string(config_.type_vocab) + ")");
-    require(keep_[t] <= 1, "attention_mask values must be 0 or 1");
+    require(s.keep[t] <= 1, "attention_mask values must be 0 or 1");
   }
+}
+
+std::map<std::string, Output> Encoder::allocate_outputs(int32_t batch, int32_t seq, bool hidden_states) const {
+  std::map<std::string, Output> out;
+  const int64_t b = batch, s = seq, h = config_.hidden;
+  auto add = [&](const char* name, std::vector<int64_t> shape) {
+    Output& o = out[name];
+    int64_t size = 1;
+    for (int64_t d : shape) size *= d;
+    o.shape = std::move(shape);
+    o.data.resize(static_cast<std::size_t>(size));
+  };
+  add("last_hidden_state", {b, s, h});
+  if (hidden_states) add("hidden_states", {static_cast<int64_t>(layers_.size()) + 1, b, s, h});
+  if (pooler_ && !config_.pooler_is_head) add("pooler_output", {b, h});
+  if (config_.head == Head::kSequenceClassification) add("logits", {b, config_.num_labels});
+  if (config_.head == Head::kTokenClassification) add("logits", {b, s, config_.num_labels});
+  if (config_.head == Head::kQuestionAnswering) {
+    add("start_logits", {b, s});
+    add("end_logits", {b, s});
+  }
+  return out;
 }
 
 std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32_t* attention_mask,
                                            const int32_t* token_type_ids, int32_t batch, int32_t seq,
-                                           bool hidden_states) {
+                                           bool hidden_states, Profile* profile, const std::atomic<bool>* cancel) {
   require(batch > 0 && seq > 0, "inputs have shape [" + std::to_string(batch) + ", " + std::to_string(seq) +
                                     "]: batch and sequence length must be at least 1");
   require(seq <= config_.max_sequence(),
           "sequence length " + std::to_string(seq) + " exceeds the longest this model accepts (" +
               std::to_string(config_.max_sequence()) + ", from its position embeddings)");
-  require(static_cast<int64_t>(batch) * seq <= kMaxTokens,
-          "inputs hold " + std::to_string(static_cast<int64_t>(batch) * seq) + " tokens; one call takes at most " +
-              std::to_string(kMaxTokens));
-  std::lock_guard<std::mutex> lock(run_mutex_);
-  const int32_t tokens = batch * seq;
-  const int32_t hidden = config_.hidden;
-  ids_.assign(input_ids, input_ids + tokens);
-  types_.assign(token_type_ids, token_type_ids + tokens);
+  const int64_t tokens = static_cast<int64_t>(batch) * seq;
+  require(tokens <= kMaxTokens,
+          "inputs hold " + std::to_string(tokens) + " tokens; one call takes at most " + std::to_string(kMaxTokens));
+  std::lock_guard<std::mutex> lock(*run_mutex_);
+  Scratch& s = *scratch_;
+  s.ids.assign(input_ids, input_ids + tokens);
+  s.types.assign(token_type_ids, token_type_ids + tokens);
   // A mask value other than 0 and 1 becomes 2, which the check refuses (a byte cast could wrap it into range).
-  keep_.resize(tokens);
-  for (int32_t t = 0; t < tokens; ++t) keep_[t] = attention_mask[t] == 0 ? 0 : attention_mask[t] == 1 ? 1 : 2;
-  check_inputs(batch, seq);
+  s.keep.resize(tokens);
+  for (int64_t t = 0; t < tokens; ++t) s.keep[t] = attention_mask[t] == 0 ? 0 : attention_mask[t] == 1 ? 1 : 2;
+  check_inputs(s, tokens);
 
-  if (profiling_) {
-    profile_.clear();
-    last_mark_ = std::chrono::steady_clock::now();
-  }
-  positions_.resize(tokens);
-  for (int32_t b = 0; b < batch; ++b) {
-    int32_t* pos = positions_.data() + static_cast<int64_t>(b) * seq;
-    const int32_t* ids = ids_.data() + static_cast<int64_t>(b) * seq;
-    if (!config_.positions_from_ids) {
-      for (int32_t s = 0; s < seq; ++s) pos[s] = s;
-      continue;
+  std::map<std::string, Output> out = allocate_outputs(batch, seq, hidden_states);
+  Timer timer(profile);
+  if (profile) profile->clear();
+  const int32_t chunk = std::max<int32_t>(1, max_batch_tokens_ / seq);  // whole sequences per chunk
+  try {
+    for (int32_t b0 = 0; b0 < batch; b0 += chunk) {
+      poll(cancel);
+      run_chunk(s, b0, std::min(chunk, batch - b0), seq, out, timer, cancel);
     }
-    int32_t rank = 0;  // check_inputs bounds seq, so pad_token_id + rank < max_positions
-    for (int32_t s = 0; s < seq; ++s)
-      pos[s] = ids[s] == config_.pad_token_id ? config_.pad_token_id : config_.pad_token_id + ++rank;
+  } catch (...) {
+    if (std::min(chunk, batch) * seq > kKeepScratchTokens) *scratch_ = Scratch();
+    throw;
   }
-  embed(kernels_, pool_, embeddings_, ids_.data(), types_.data(), positions_.data(), tokens, hidden_);
-  mark("embeddings");
-  std::map<std::string, Output> out;
-  float* states = nullptr;  // the next [batch, seq, hidden] slot of "hidden_states"
-  const std::size_t state_size = static_cast<std::size_t>(tokens) * hidden;
-  if (hidden_states) {
-    Output& all = out["hidden_states"];
-    all.shape = {static_cast<int64_t>(layers_.size()) + 1, batch, seq, hidden};
-    all.data.resize((layers_.size() + 1) * state_size);
-    states = all.data.data();
-    copy_out(hidden_, states);
-    states += state_size;
-  }
-  const int32_t head_dim = hidden / config_.heads;
-  for (const EncoderLayer& layer : layers_) {
-    const AttentionShape shape{batch, seq, layer.heads, head_dim};
-    layer.qkv->forward(kernels_, pool_, hidden_, qkv_);
-    mark("qkv");
-    multi_head_attention(kernels_, pool_, shape, qkv_, keep_.data(), attention_scratch_, ctx_);
-    mark("attention");
-    layer.attn_out->forward(kernels_, pool_, ctx_, attn_, Activation::kNone, &hidden_);
-    mark("attention_output");
-    layer_norm(kernels_, pool_, layer.attn_ln, config_.layer_norm_eps, attn_);
-    mark("layer_norm");
-    // Fused only when the tiles share out evenly: otherwise the unfused ops split rows to balance the threads.
-    if (layer.ffn_fused && attn_.num_tiles() % pool_.size() == 0) {
-      fused_ffn(kernels_, pool_, *layer.ffn_up, *layer.ffn_down, config_.hidden_act, attn_, hidden_, ffn_panels_);
-      mark("ffn");
-    } else {
-      layer.ffn_up->forward(kernels_, pool_, attn_, ffn_, config_.hidden_act);
-      mark("ffn_up");
-      layer.ffn_down->forward(kernels_, pool_, ffn_, hidden_, Activation::kNone, &attn_);
-      mark("ffn_down");
-    }
-    layer_norm(kernels_, pool_, layer.ffn_ln, config_.layer_norm_eps, hidden_);
-    mark("layer_norm");
-    if (states) {
-      copy_out(hidden_, states);
-      states += state_size;
-      mark("hidden_states");
-    }
-  }
-
-  Output& last = out["last_hidden_state"];
-  last.shape = {batch, seq, hidden};
-  last.data.resize(static_cast<std::size_t>(tokens) * hidden);
-  copy_out(hidden_, last.data.data());
-
-  if (pooler_) {
-    // The pooler reads each sequence's first token.
-    cls_.resize(hidden, batch);
-    for (int32_t b = 0; b < batch; ++b)
-      for (int32_t f = 0; f < hidden; ++f) cls_.at(f, b) = hidden_.at(f, b * seq);
-    pooler_->forward(kernels_, pool_, cls_, pooled_, config_.pooler_act);
-    if (!config_.pooler_is_head) {
-      Output& po = out["pooler_output"];
-      po.shape = {batch, hidden};
-      po.data.resize(static_cast<std::size_t>(batch) * hidden);
-      copy_out(pooled_, po.data.data());
-    }
-  }
-  if (config_.head == Head::kSequenceClassification) {
-    head_linear_->forward(kernels_, pool_, pooled_, head_out_);
-    Output& logits = out["logits"];
-    logits.shape = {batch, config_.num_labels};
-    logits.data.resize(static_cast<std::size_t>(batch) * config_.num_labels);
-    copy_out(head_out_, logits.data.data());
-  } else if (config_.head == Head::kTokenClassification) {
-    head_linear_->forward(kernels_, pool_, hidden_, head_out_);
-    Output& logits = out["logits"];
-    logits.shape = {batch, seq, config_.num_labels};
-    logits.data.resize(static_cast<std::size_t>(tokens) * config_.num_labels);
-    copy_out(head_out_, logits.data.data());
-  } else if (config_.head == Head::kQuestionAnswering) {
-    head_linear_->forward(kernels_, pool_, hidden_, head_out_);
-    Output& start = out["start_logits"];
-    Output& end = out["end_logits"];
-    start.shape = end.shape = {batch, seq};
-    start.data.resize(tokens);
-    end.data.resize(tokens);
-    for (int32_t t = 0; t < tokens; ++t) {
-      start.data[t] = head_out_.at(0, t);
-      end.data[t] = head_out_.at(1, t);
-    }
-  }
-  mark("heads_and_output");
+  // A large call's activations are not kept for the engine's life (the returned arrays are the caller's).
+  if (static_cast<int64_t>(std::min(chunk, batch)) * seq > kKeepScratchTokens) *scratch_ = Scratch();
   return out;
 }
 
-void Encoder::mark(const char* op) {
-  if (!profiling_) return;
-  const auto now = std::chrono::steady_clock::now();
-  const double ms = std::chrono::duration<double, std::milli>(now - last_mark_).count();
-  last_mark_ = now;
-  for (auto& entry : profile_)
-    if (entry.first == op) {
-      entry.second += ms;
-      return;
+void Encoder::run_chunk(Scratch& s, int32_t b0, int32_t count, int32_t seq, std::map<std::string, Output>& out,
+                        Timer& timer, const std::atomic<bool>* cancel) {
+  const int64_t first = static_cast<int64_t>(b0) * seq;  // the chunk's first token in the call
+  const int32_t tokens = count * seq;
+  const int32_t hidden = config_.hidden;
+  const int32_t* ids = s.ids.data() + first;
+  s.positions.resize(tokens);
+  for (int32_t b = 0; b < count; ++b) {
+    int32_t* pos = s.positions.data() + static_cast<int64_t>(b) * seq;
+    const int32_t* row = ids + static_cast<int64_t>(b) * seq;
+    if (!config_.positions_from_ids) {
+      for (int32_t i = 0; i < seq; ++i) pos[i] = i;
+      continue;
     }
-  profile_.emplace_back(op, ms);
+    int32_t rank = 0;  // run() bounds seq, so pad_token_id + rank < max_positions
+    for (int32_t i = 0; i < seq; ++i)
+      pos[i] = row[i] == config_.pad_token_id ? config_.pad_token_id : config_.pad_token_id + ++rank;
+  }
+  embed(kernels_, pool_, embeddings_, ids, s.types.data() + first, s.positions.data(), tokens, s.hidden);
+  timer.mark("embeddings");
+  Output* states = out.count("hidden_states") ? &out["hidden_states"] : nullptr;
+  const int64_t state_size = static_cast<int64_t>(out["last_hidden_state"].data.size());  // one [B, S, H] slot
+  auto save_state = [&](std::size_t index) {
+    copy_out(s.hidden, states->data.data() + index * state_size + first * hidden);
+  };
+  if (states) save_state(0);
+  const int32_t head_dim = hidden / config_.heads;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    poll(cancel);
+    const EncoderLayer& layer = layers_[i];
+    const AttentionShape shape{count, seq, layer.heads, head_dim};
+    layer.qkv->forward(kernels_, pool_, s.hidden, s.qkv);
+    timer.mark("qkv");
+    multi_head_attention(kernels_, pool_, shape, s.qkv, s.keep.data() + first, s.attention, s.ctx);
+    timer.mark("attention");
+    layer.attn_out->forward(kernels_, pool_, s.ctx, s.attn, Activation::kNone, &s.hidden);
+    timer.mark("attention_output");
+    layer_norm(kernels_, pool_, layer.attn_ln, config_.layer_norm_eps, s.attn);
+    timer.mark("layer_norm");
+    ffn(layer, s, timer);
+    layer_norm(kernels_, pool_, layer.ffn_ln, config_.layer_norm_eps, s.hidden);
+    timer.mark("layer_norm");
+    if (states) {
+      save_state(i + 1);
+      timer.mark("hidden_states");
+    }
+  }
+  copy_out(s.hidden, out["last_hidden_state"].data.data() + first * hidden);
+
+  if (pooler_) {
+    // The pooler reads each sequence's first token.
+    s.cls.resize(hidden, count);
+    for (int32_t b = 0; b < count; ++b)
+      for (int32_t f = 0; f < hidden; ++f) s.cls.at(f, b) = s.hidden.at(f, b * seq);
+    pooler_->forward(kernels_, pool_, s.cls, s.pooled, config_.pooler_act);
+    if (!config_.pooler_is_head) copy_out(s.pooled, out["pooler_output"].data.data() + int64_t{b0} * hidden);
+  }
+  const int64_t labels = config_.num_labels;
+  if (config_.head == Head::kSequenceClassification) {
+    head_linear_->forward(kernels_, pool_, s.pooled, s.head_out);
+    copy_out(s.head_out, out["logits"].data.data() + int64_t{b0} * labels);
+  } else if (config_.head == Head::kTokenClassification) {
+    head_linear_->forward(kernels_, pool_, s.hidden, s.head_out);
+    copy_out(s.head_out, out["logits"].data.data() + first * labels);
+  } else if (config_.head == Head::kQuestionAnswering) {
+    head_linear_->forward(kernels_, pool_, s.hidden, s.head_out);
+    float* start = out["start_logits"].data.data() + first;
+    float* end = out["end_logits"].data.data() + first;
+    for (int32_t t = 0; t < tokens; ++t) {
+      start[t] = s.head_out.at(0, t);
+      end[t] = s.head_out.at(1, t);
+    }
+  }
+  timer.mark("heads_and_output");
 }
 
-std::vector<std::pair<std::string, double>> Encoder::last_profile() const { return profile_; }
+void Encoder::ffn(const EncoderLayer& layer, Scratch& s, Timer& timer) {
+  // Fused when the tiles share out evenly among the threads; otherwise up and down run apart, a group of tiles at
+  // a time, splitting rows to balance the threads. Either way no [intermediate x tokens] matrix of the whole
+  // chunk exists, and the sums are the same.
+  if (layer.ffn_fused && s.attn.num_tiles() % pool_.size() == 0) {
+    fused_ffn(kernels_, pool_, *layer.ffn_up, *layer.ffn_down, config_.hidden_act, s.attn, s.hidden, s.ffn_panels);
+    timer.mark("ffn");
+    return;
+  }
+  const int32_t group = std::max(kFfnGroupTiles, 2 * pool_.size());
+  tiled_ffn(kernels_, pool_, *layer.ffn_up, *layer.ffn_down, config_.hidden_act, s.attn, s.hidden, group, s.ffn);
+  timer.mark("ffn_tiled");
+}
 
 }  // namespace sparsebert

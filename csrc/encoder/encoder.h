@@ -2,8 +2,9 @@
 // -> FFN up + activation -> FFN down + residual + LayerNorm) -> optional pooler and head.
 #pragma once
 
-#include <chrono>
+#include <atomic>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,9 @@ namespace sparsebert {
 // Choices the caller makes for an engine; none changes a result, bit for bit.
 struct EncoderOptions {
   bool fuse_ffn = true;  // FFN up and down as one op where they chain (ops/fused_ffn.h); false for measuring
+  // Tokens per chunk of a call: a larger batch runs chunk by chunk (whole sequences), which bounds the working
+  // memory whatever the batch; and scratch grown past kKeepScratchTokens is freed when the call ends.
+  int32_t max_batch_tokens = kDefaultMaxBatchTokens;
 };
 
 struct EncoderLayer {
@@ -43,34 +47,54 @@ struct Output {
   std::vector<float> data;
 };
 
+// Wall time in milliseconds of each op of one call, summed over layers and chunks, in first-seen order.
+using Profile = std::vector<std::pair<std::string, double>>;
+
+// Thrown by run() when its cancel flag is set: the call stops between two layers, the engine stays usable.
+class Cancelled : public std::exception {
+ public:
+  const char* what() const noexcept override { return "run cancelled"; }
+};
+
+// Token tiles per group of the unfused FFN (ops/tiled_ffn.h): enough for every thread, little memory.
+constexpr int32_t kFfnGroupTiles = 8;
+
 class Encoder {
  public:
   // Takes ownership of fully validated weights (encoder/builder.h checks names and shapes).
   Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
           std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
           int num_threads, const std::string& isa, const EncoderOptions& options);
+  ~Encoder();
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
 
   // Inputs are batch*seq row-major values. They are copied first and the copies checked (std::invalid_argument)
   // and used, so a caller that changes its arrays during the call cannot make a kernel read out of bounds.
   // With hidden_states, the output also holds "hidden_states" [layers + 1, batch, seq, hidden]: the embeddings'
   // output, then each layer's (the last is last_hidden_state), as transformers' output_hidden_states.
+  // `profile`, when given, receives this call's op timings; `cancel`, when given, is polled between layers and
+  // chunks (Cancelled). Concurrent calls are serialised.
   std::map<std::string, Output> run(const int32_t* input_ids, const int32_t* attention_mask,
                                     const int32_t* token_type_ids, int32_t batch, int32_t seq,
-                                    bool hidden_states = false);
-
-  // When on, run() records the wall time of each op (summed over layers) into last_profile().
-  void set_profiling(bool on) { profiling_ = on; }
-  bool profiling() const { return profiling_; }
-  std::vector<std::pair<std::string, double>> last_profile() const;
+                                    bool hidden_states = false, Profile* profile = nullptr,
+                                    const std::atomic<bool>* cancel = nullptr);
 
   const std::string& isa() const { return isa_; }
   int num_threads() const { return pool_.size(); }
+  int32_t max_batch_tokens() const { return max_batch_tokens_; }
   const EncoderConfig& config() const { return config_; }
 
  private:
-  void check_inputs(int32_t batch, int32_t seq) const;
-  // Adds the time since the previous mark to `op` when profiling.
-  void mark(const char* op);
+  struct Scratch;
+  class Timer;
+
+  void check_inputs(const Scratch& s, int64_t tokens) const;
+  std::map<std::string, Output> allocate_outputs(int32_t batch, int32_t seq, bool hidden_states) const;
+  // Sequences [b0, b0 + count) of the call, from the inputs copied into s, written into their slices of `out`.
+  void run_chunk(Scratch& s, int32_t b0, int32_t count, int32_t seq, std::map<std::string, Output>& out,
+                 Timer& timer, const std::atomic<bool>* cancel);
+  void ffn(const EncoderLayer& layer, Scratch& s, Timer& timer);
 
   EncoderConfig config_;
   EmbeddingTables embeddings_;
@@ -79,18 +103,12 @@ class Encoder {
   std::string isa_;
   const KernelTable& kernels_;
   ThreadPool pool_;
+  int32_t max_batch_tokens_;
 
-  // Scratch reused across runs (grown, never shrunk); run_mutex_ serialises runs that share it.
-  std::mutex run_mutex_;
-  TileMatrix hidden_, qkv_, ctx_, attn_, ffn_, cls_, pooled_, head_out_;
-  std::vector<AttentionScratch> attention_scratch_;
-  std::vector<AlignedBuffer<float>> ffn_panels_;
-  std::vector<int32_t> ids_, types_, positions_;
-  std::vector<uint8_t> keep_;
-
-  bool profiling_ = false;
-  std::vector<std::pair<std::string, double>> profile_;  // op -> milliseconds, in first-seen order
-  std::chrono::steady_clock::time_point last_mark_;
+  // run_mutex_ serialises runs over one set of scratch buffers. Both are replaced in a forked child (a thread that
+  // does not exist there may have held the lock, or been changing the buffers): common/after_fork.h.
+  std::unique_ptr<std::mutex> run_mutex_;
+  std::unique_ptr<Scratch> scratch_;
 };
 
 }  // namespace sparsebert

@@ -1,6 +1,7 @@
 #include "encoder/encoder_spec.h"
 
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 namespace sparsebert {
@@ -23,10 +24,16 @@ class Problems {
   std::vector<std::string> items_;
 };
 
+std::string number_text(double x) {
+  std::ostringstream text;
+  text << x;  // 1e-50, 3.5: the shortest readable form
+  return text.str();
+}
+
 std::string describe(const ConfigValue& v) {
   if (std::holds_alternative<bool>(v)) return std::get<bool>(v) ? "true" : "false";
   if (std::holds_alternative<int64_t>(v)) return std::to_string(std::get<int64_t>(v));
-  if (std::holds_alternative<double>(v)) return std::to_string(std::get<double>(v));
+  if (std::holds_alternative<double>(v)) return number_text(std::get<double>(v));
   if (std::holds_alternative<std::string>(v)) return "'" + std::get<std::string>(v) + "'";
   if (std::holds_alternative<std::vector<int64_t>>(v)) return "a list";
   return "a value of another type";
@@ -198,8 +205,10 @@ EncoderConfig parse_config(const ConfigMap& config) {
   cfg.type_vocab = read.integer(int_key("type_vocab_size"));
   cfg.num_labels = read.integer(int_key("num_labels"));
   const double eps = read.number("layer_norm_eps");
-  if (!(eps > 0.0 && std::isfinite(static_cast<float>(eps))))
-    problems.add("layer_norm_eps must be a positive float32 number, got " + std::to_string(eps));
+  // The engine computes in float32: an eps that rounds to 0 (1e-50) or overflows there is refused.
+  const float eps32 = static_cast<float>(eps);
+  if (!(eps32 > 0.0f && std::isfinite(eps32)))
+    problems.add("layer_norm_eps must be a positive number that float32 holds, got " + number_text(eps));
   cfg.layer_norm_eps = static_cast<float>(eps);
   cfg.hidden_act = parse_activation(read.choice(choice_key("hidden_act")));
   cfg.head = parse_head(read.choice(choice_key("head")));

@@ -65,6 +65,7 @@ class PackedLinear {
   // for ops that interleave two layers (ops/fused_ffn.h). Sparse layouts only.
   static constexpr int32_t kGroupRows = 128;  // rows per row group of a matrix much taller than wide
   static constexpr int32_t kPanelRows = 32;   // rows per panel: the unit of re-sorting and of work sharing
+  static constexpr int32_t kInt8GroupTiles = 8;  // int8: input tiles quantized at a time (at least 2 per thread)
   bool sparse() const { return layout_ == Layout::kUnstructured || layout_ == Layout::kBlock4; }
   int32_t kblock_cols() const { return kblock_cols_; }
   int32_t kblocks() const { return kblocks_; }

@@ -32,45 +32,48 @@ void PackedLinear::forward_int8(const KernelTable& kernels, ThreadPool& pool, co
   const int32_t tiles = x.num_tiles();
   const int64_t blocks = (cols_ + 3) / 4;
   const int64_t tile_bytes = blocks * kTileTokens * 4;
-  // Per call, not per engine: a PackedLinear is shared and may run in several engines at once.
-  AlignedBuffer<uint8_t> xq;
-  AlignedBuffer<float> x_scale;
-  AlignedBuffer<int32_t> x_zero;
-  xq.reset(static_cast<std::size_t>(tile_bytes * tiles));
-  x_scale.reset(static_cast<std::size_t>(kTileTokens) * tiles);
-  x_zero.reset(static_cast<std::size_t>(kTileTokens) * tiles);
-  pool.parallel_for_static(tiles, [&](int tile, int) {
-    kernels.quantize(cols_, x.tokens_in_tile(tile), x.tile(tile), kTileTokens, xq.data() + tile * tile_bytes,
-                     kTileTokens, x_scale.data() + tile * kTileTokens, x_zero.data() + tile * kTileTokens);
-  });
-  // As in forward(): tiles cut into row pieces so that every thread gets the same share.
+  // The quantized input of one group of tiles at a time, so the int8 path needs no working memory per token beyond
+  // what the float path does. Per call, not per engine: a PackedLinear is shared and may run in several engines
+  // at once.
   const int threads = pool.size();
-  const int chunks = std::max(1, std::min(threads / std::gcd(tiles, threads), rows_));
+  const int32_t group = std::min(tiles, std::max<int32_t>(kInt8GroupTiles, 2 * threads));
+  AlignedBuffer<uint8_t> xq(static_cast<std::size_t>(tile_bytes * group));
+  AlignedBuffer<float> x_scale(static_cast<std::size_t>(kTileTokens) * group);
+  AlignedBuffer<int32_t> x_zero(static_cast<std::size_t>(kTileTokens) * group);
   const Int8View view = int8_view(kernels);
-  const std::vector<int32_t> bounds = split_int8_rows(view.ptr, chunks);
   const bool has_act = act != Activation::kNone;
-  pool.parallel_for_static(tiles * chunks, [&](int task, int) {
-    const int32_t tile = task / chunks, chunk = task % chunks;
-    const int32_t r0 = bounds[chunk], r1 = bounds[chunk + 1], n = x.tokens_in_tile(tile);
-    if (r0 >= r1) return;
-    Epilogue ep;
-    ep.bias = bias_.data();
-    if (residual && !has_act) {  // an activation comes between the sum and the residual
-      ep.residual = residual->tile(tile);
-      ep.ldr = kTileTokens;
-    }
-    kernels.spmm_block4_i8(view, r0, r1, xq.data() + tile * tile_bytes, kTileTokens,
-                           x_scale.data() + tile * kTileTokens, x_zero.data() + tile * kTileTokens, y.tile(tile),
-                           kTileTokens, n, ep);
-    if (!has_act) return;
-    Epilogue rest;
-    rest.act = act;
-    if (residual) {
-      rest.residual = residual->tile(tile);
-      rest.ldr = kTileTokens;
-    }
-    kernels.finish_rows(row_ids_.data() + r0, r1 - r0, y.tile(tile), kTileTokens, n, rest);
-  });
+  for (int32_t t0 = 0; t0 < tiles; t0 += group) {
+    const int32_t count = std::min(group, tiles - t0);
+    pool.parallel_for_static(count, [&](int i, int) {
+      const int32_t tile = t0 + i;
+      kernels.quantize(cols_, x.tokens_in_tile(tile), x.tile(tile), kTileTokens, xq.data() + i * tile_bytes,
+                       kTileTokens, x_scale.data() + i * kTileTokens, x_zero.data() + i * kTileTokens);
+    });
+    // As in forward(): tiles cut into row pieces so that every thread gets the same share.
+    const int chunks = std::max(1, std::min(threads / std::gcd(count, threads), rows_));
+    const std::vector<int32_t> bounds = split_int8_rows(view.ptr, chunks);
+    pool.parallel_for_static(count * chunks, [&](int task, int) {
+      const int32_t i = task / chunks, chunk = task % chunks, tile = t0 + i;
+      const int32_t r0 = bounds[chunk], r1 = bounds[chunk + 1], n = x.tokens_in_tile(tile);
+      if (r0 >= r1) return;
+      Epilogue ep;
+      ep.bias = bias_.data();
+      if (residual && !has_act) {  // an activation comes between the sum and the residual
+        ep.residual = residual->tile(tile);
+        ep.ldr = kTileTokens;
+      }
+      kernels.spmm_block4_i8(view, r0, r1, xq.data() + i * tile_bytes, kTileTokens, x_scale.data() + i * kTileTokens,
+                             x_zero.data() + i * kTileTokens, y.tile(tile), kTileTokens, n, ep);
+      if (!has_act) return;
+      Epilogue rest;
+      rest.act = act;
+      if (residual) {
+        rest.residual = residual->tile(tile);
+        rest.ldr = kTileTokens;
+      }
+      kernels.finish_rows(row_ids_.data() + r0, r1 - r0, y.tile(tile), kTileTokens, n, rest);
+    });
+  }
 }
 
 }  // namespace sparsebert

@@ -42,6 +42,17 @@ def _check_threads(num_threads: Any) -> int:
     return int(num_threads)
 
 
+def _check_max_batch_tokens(value: Any) -> int:
+    core = _native.core()
+    if value is None:
+        return core.DEFAULT_MAX_BATCH_TOKENS
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"max_batch_tokens must be a positive integer, got {value!r}")
+    if not 1 <= value <= core.MAX_TOKENS:
+        raise ValueError(f"max_batch_tokens must be in [1, {core.MAX_TOKENS}], got {value}")
+    return int(value)
+
+
 def _check_isa(isa: Any) -> str:
     available = list(_native.available_isas())
     if isa is None:
@@ -82,22 +93,26 @@ class SparseEngine:
 
     @classmethod
     def load(cls, path: str | os.PathLike, num_threads: int | None = None, isa: str | None = None,
-             verify: bool = True, tuning: Tuning | None = None) -> SparseEngine:
+             verify: bool = True, tuning: Tuning | None = None, max_batch_tokens: int | None = None) -> SparseEngine:
         """Read ``path`` (checking CRCs when ``verify``), pack its linears and build the C++ encoder.
 
         num_threads defaults to the CPUs this process may run on; isa defaults to
         ``default_isa()`` (the best available, or ``SPARSEBERT_ISA``); tuning to
-        ``Tuning.from_environment()`` (speed only: results are the same).
+        ``Tuning.from_environment()`` (speed only: results are the same). ``max_batch_tokens``
+        (default ``_core.DEFAULT_MAX_BATCH_TOKENS``, 4096) bounds the working memory: a larger
+        call runs in chunks of whole sequences of at most that many tokens (same results).
         """
         num_threads = _check_threads(num_threads)
         isa = _check_isa(isa)
+        max_batch_tokens = _check_max_batch_tokens(max_batch_tokens)
         if tuning is None:
             tuning = Tuning.from_environment()
         elif not isinstance(tuning, Tuning):
             raise TypeError(f"tuning must be a sparsebert.tuning.Tuning, got {type(tuning).__name__}")
         model = read_model(path, verify_crc=verify)  # the file is valid by the engine's own rules from here on
         tensors = _build_tensors(model, encoder_spec(model.config), tuning)
-        encoder = _native.core().Encoder(dict(model.config), tensors, num_threads, isa, fuse_ffn=tuning.fuse_ffn)
+        encoder = _native.core().Encoder(dict(model.config), tensors, num_threads, isa, fuse_ffn=tuning.fuse_ffn,
+                                         max_batch_tokens=max_batch_tokens)
         return cls(encoder, model)
 
     # ------------------------------------------------------------------------------------ properties
@@ -121,6 +136,11 @@ class SparseEngine:
     @property
     def output_names(self) -> list[str]:
         return list(self._output_names)
+
+    @property
+    def max_batch_tokens(self) -> int:
+        """Tokens one chunk of a call computes at a time (the bound on the working memory)."""
+        return self._encoder.max_batch_tokens
 
     @property
     def max_sequence_length(self) -> int:
@@ -156,7 +176,29 @@ class SparseEngine:
         """
         if not isinstance(output_hidden_states, (bool, np.bool_)):
             raise TypeError(f"output_hidden_states must be True or False, got {output_hidden_states!r}")
-        output_hidden_states = bool(output_hidden_states)
+        # The encoder checks the values (ids and types in their vocabularies, a 0/1 mask, the sequence length)
+        # on its own copy, and serialises concurrent runs (one set of scratch buffers per engine).
+        out = self._encoder.run(*self._arrays(inputs), bool(output_hidden_states))
+        names = [*self._output_names, *(["hidden_states"] if output_hidden_states else [])]
+        return {name: out[name] for name in names}
+
+    def profile(self, inputs: Mapping[str, Any] | Sequence[Any], runs: int = 10) -> dict[str, float]:
+        """Mean wall time in milliseconds of each op of ``run(inputs)`` over ``runs`` runs, each op summed over
+        the layers and chunks (embeddings, qkv, attention, attention_output, layer_norm, ffn — or ffn_tiled when
+        FFN up and down cannot run fused —, heads_and_output). The timed runs are extra runs; the engine's
+        outputs are not returned. Safe while other threads run the engine: each call times only itself."""
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+            raise ValueError(f"runs must be a positive integer, got {runs!r}")
+        arrays = self._arrays(inputs)
+        totals: dict[str, float] = {}
+        for _ in range(runs):
+            _, times = self._encoder.run_profiled(*arrays)
+            for op, ms in times:
+                totals[op] = totals.get(op, 0.0) + ms / runs
+        return totals
+
+    def _arrays(self, inputs: Mapping[str, Any] | Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The int32 input_ids, attention_mask, token_type_ids the encoder takes (checks Python alone can do)."""
         named = self._name_inputs(inputs)
         ids, mask, types = (self._check_input(n, named.get(n)) for n in INPUT_NAMES)
         shape = ids.shape
@@ -170,29 +212,7 @@ class SparseEngine:
             _check_fits_int32(name, array)
         mask = np.ones(shape, np.int32) if mask is None else _to_int32(mask)
         types = np.zeros(shape, np.int32) if types is None else _to_int32(types)
-        ids = _to_int32(ids)
-        # The encoder checks the values (ids and types in their vocabularies, a 0/1 mask, the sequence length)
-        # on its own copy, and serialises concurrent runs (one set of scratch buffers per engine).
-        out = self._encoder.run(ids, mask, types, output_hidden_states)
-        names = [*self._output_names, *(["hidden_states"] if output_hidden_states else [])]
-        return {name: out[name] for name in names}
-
-    def profile(self, inputs: Mapping[str, Any] | Sequence[Any], runs: int = 10) -> dict[str, float]:
-        """Mean wall time in milliseconds of each op of ``run(inputs)`` over ``runs`` runs, each op summed over
-        the layers (embeddings, qkv, attention, attention_output, layer_norm, ffn_up and ffn_down — or ffn when
-        the two run fused —, heads_and_output). The timed runs are extra runs; the engine's outputs are not returned."""
-        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-            raise ValueError(f"runs must be a positive integer, got {runs!r}")
-        totals: dict[str, float] = {}
-        self._encoder.profiling = True
-        try:
-            for _ in range(runs):
-                self.run(inputs)
-                for op, ms in self._encoder.last_profile():
-                    totals[op] = totals.get(op, 0.0) + ms / runs
-        finally:
-            self._encoder.profiling = False
-        return totals
+        return _to_int32(ids), mask, types
 
     def _name_inputs(self, inputs: Any) -> dict[str, Any]:
         if isinstance(inputs, Mapping):

@@ -144,4 +144,8 @@ def encoder_config(ckpt: Checkpoint) -> dict[str, Any]:
     else:
         # Question answering and token classification models are built without a pooler; DistilBERT has none.
         config.update(has_pooler=False)
+    try:  # the engine's own rules, so that no file is written that it would refuse to load
+        core().encoder_spec(config)
+    except ValueError as exc:
+        raise UnsupportedModelError(f"cannot export {ckpt.source}: {exc}") from None
     return config
