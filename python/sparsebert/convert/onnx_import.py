@@ -184,12 +184,12 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
     except Exception as exc:  # onnx raises DecodeError and others for files that are not ONNX
         raise UnsupportedModelError(f"cannot read {path} as ONNX: {exc}") from None
     graph = model.graph
-    check_ops(graph, path)
-    if not any(_module_of(node.name) for node in graph.node):
+    if not any(_module_of(node.name) for node in graph.node):  # first: dynamo graphs also have foreign ops
         raise UnsupportedModelError(
             f"{path}: no node names carry module scopes (/bert/encoder/layer.0/...), so the weights cannot be "
             "told apart; the torch.export-based exporter (torch.onnx.export(dynamo=True)) writes such graphs: "
             "export with dynamo=False, or with Optimum")
+    check_ops(graph, path)
     raw, eps, raw_scales = graph_weights(graph, path)
     family = config.get("model_type", "bert")
     if family not in ("bert", "roberta", "distilbert"):
