@@ -5,14 +5,13 @@ deduplicate): every node carries the scope of the module that emitted it (``/ber
 self/query/MatMul``), so a MatMul or Gemm with a constant weight, the Add of its bias, a LayerNormalization's
 scale and bias, and an embedding Gather's table give back the ``transformers`` parameter names. The
 transformers ``config.json`` next to the file (or ``config=``) supplies what weights cannot tell (heads,
-activation). Graphs with ops the encoder does not have are refused, naming the node and its op.
+activation). Graphs with ops the encoder does not have are refused by node name (convert/onnx_ops.py).
 
 Quantized graphs in the QDQ format (ONNX Runtime's ``quantize_static``, QAT exports): a DequantizeLinear of a
 constant is a constant, so weights come out as the values the graph computes with, and a weight whose scale is
 one per output feature (per tensor or per output channel) keeps its integers and scales for ``quantize="int8"``
 (the Checkpoint's ``weight_scales``, as convert/qat.py gives for torch checkpoints). QuantizeLinear ->
 DequantizeLinear pairs on activations are looked through; the engine quantizes activations its own way.
-Operator-oriented quantized graphs (MatMulInteger, QLinearMatMul, ...) are refused.
 """
 
 from __future__ import annotations
@@ -26,19 +25,8 @@ import numpy as np
 from ..errors import UnsupportedModelError
 from ..engine import SparseEngine
 from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights
+from .onnx_ops import check_ops
 from .qat import int8_rows
-
-# What the exporters emit for these encoders (opset 11-17+; LayerNorm fused or decomposed, GELU erf or tanh).
-SUPPORTED_OPS = {
-    "QuantizeLinear", "DequantizeLinear",
-    "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Erf", "Expand", "Flatten",
-    "Gather", "Gemm", "Greater", "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "MatMul", "Mul",
-    "Neg", "Not", "Pow", "Range", "ReduceMean", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
-    "Tanh", "Transpose", "Unsqueeze", "Where", "Relu", "CumSum", "Min", "Max", "Sigmoid", "Split",
-}
-QUANTIZED_OPS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "ConvInteger", "QAttention",
-                 "QLinearAdd", "QLinearMul", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
-
 
 # First scope parts of a transformers model's modules: scopes of wrappers around the model come before them.
 MODEL_ROOTS = ("bert", "roberta", "distilbert", "embeddings", "encoder", "transformer", "pooler", "classifier",
@@ -105,18 +93,6 @@ def _row_scales(grid: tuple[np.ndarray, np.ndarray] | None, transposed: bool) ->
     if not (np.isfinite(rows).all() and (rows > 0).all()):
         return None
     return int8_rows(integers, rows.astype(np.float32))
-
-
-def _check_ops(graph: Any, path: str) -> None:
-    quantized = [f"{n.name or '?'} ({n.op_type})" for n in graph.node if n.op_type in QUANTIZED_OPS]
-    if quantized:
-        raise UnsupportedModelError(f"{path} is an operator-oriented quantized graph whose integer ops sparsebert "
-                                    f"does not read ({', '.join(quantized[:5])}); quantize it in the QDQ format "
-                                    "(QuantizeLinear / DequantizeLinear) or export the float model")
-    unknown = [f"{n.name or '?'} ({n.op_type})" for n in graph.node if n.op_type not in SUPPORTED_OPS]
-    if unknown:
-        raise UnsupportedModelError(f"{path}: nodes with ops a BERT-family encoder does not have: "
-                                    f"{', '.join(unknown[:10])}" + (" ..." if len(unknown) > 10 else ""))
 
 
 def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float | None, dict[str, np.ndarray]]:
@@ -208,12 +184,12 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
     except Exception as exc:  # onnx raises DecodeError and others for files that are not ONNX
         raise UnsupportedModelError(f"cannot read {path} as ONNX: {exc}") from None
     graph = model.graph
-    _check_ops(graph, path)
-    if not any(_module_of(node.name) for node in graph.node):
+    if not any(_module_of(node.name) for node in graph.node):  # first: dynamo graphs also have foreign ops
         raise UnsupportedModelError(
             f"{path}: no node names carry module scopes (/bert/encoder/layer.0/...), so the weights cannot be "
             "told apart; the torch.export-based exporter (torch.onnx.export(dynamo=True)) writes such graphs: "
             "export with dynamo=False, or with Optimum")
+    check_ops(graph, path)
     raw, eps, raw_scales = graph_weights(graph, path)
     family = config.get("model_type", "bert")
     if family not in ("bert", "roberta", "distilbert"):
