@@ -131,3 +131,11 @@ def test_header_json_of_a_limit_breaking_file_is_refused(tmp_path, small_model):
     config["num_hidden_layers"] = _core.CONFIG_LIMITS["num_hidden_layers"][1] + 1
     with pytest.raises(ModelFormatError, match="num_hidden_layers"):
         validate_config(json.loads(json.dumps(config)))
+
+
+@pytest.mark.parametrize("num_threads", [_core.MAX_THREADS + 1, 2**31, 2**63])
+def test_num_threads_is_refused_before_the_file_is_read(tmp_path, num_threads):
+    missing = tmp_path / "not_there.sbert"  # a file error would mean the count was checked after reading
+    with pytest.raises(ValueError, match="num_threads must be in") as info:
+        SparseEngine.load(missing, num_threads=num_threads)
+    assert not isinstance(info.value, ModelFormatError) and len(str(info.value)) < 200
