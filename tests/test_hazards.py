@@ -5,6 +5,7 @@ during a run, profile() beside running threads, Ctrl-C during a long run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from sparsebert import _core
 from conftest import apply_plan_, make_model, run_worker
 
 WORKER = Path(__file__).with_name("hazard_worker.py")
+SOAK = Path(__file__).with_name("soak_worker.py")
 OPS = {"embeddings", "qkv", "attention", "attention_output", "layer_norm", "ffn", "ffn_tiled", "heads_and_output"}
 
 
@@ -65,3 +67,18 @@ def test_ctrl_c_interrupts_a_long_run(tmp_path):
     # Liveness, not speed: the engine polls between layers, well under a second apart here.
     assert result["seconds_after_signal"] < 5, json.dumps(result)
     assert result["usable_after"], json.dumps(result)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_core.SANITIZED, reason="RSS is the sanitizer's under ASan")
+def test_soak(model_file, tmp_path):
+    other = make_model("token_classification", seed=9, num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                       intermediate_size=256, max_position_embeddings=128)
+    apply_plan_(other, "unstructured")
+    other_path = tmp_path / "token.sbert"
+    sparsebert.export(other, other_path, verbose=False)
+    seconds = float(os.environ.get("SPARSEBERT_SOAK_SECONDS", "60"))
+    summary = run_worker(SOAK, seconds, model_file, other_path, timeout=seconds * 4 + 300)
+    assert summary["mismatches"] == [] and all(n > 0 for n in summary["calls"]), summary
+    assert summary["child"] == 0 and summary["interrupted"] is True, summary
+    assert summary["rss_growth_bytes"] < 32 * 2**20 and not any(summary["alive"]), summary
