@@ -1,8 +1,11 @@
 """Pipelines on inputs at the edges: questions too long for a window, windows too small, tokenizers' failures and
-panics, text that is not valid Unicode."""
+panics, text that is not valid Unicode, texts without tokens."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -86,3 +89,42 @@ def test_text_that_is_not_valid_unicode_is_a_value_error(exported):
         pipe(["fine", undecoded])
     with pytest.raises(ValueError, match="not valid Unicode"):
         pipe.tokenize(undecoded)
+
+
+# ------------------------------------------------------------------------------------------- texts without tokens
+
+def without_special_tokens(minilm_dir):
+    spec = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["post_processor"] = None
+    return tokenizers.Tokenizer.from_str(json.dumps(spec))
+
+
+def test_empty_texts_pool_to_zeros_with_a_tokenizer_adding_no_special_tokens(exported, minilm_dir):
+    _, _, path = exported("base")
+    tokenizer = without_special_tokens(minilm_dir)
+    pipe = sparsebert.pipeline("feature-extraction", path, tokenizer=tokenizer)
+    texts = ["", "hello there", "   "]
+    for pooling in ("mean", "cls"):
+        for normalize in (False, True):
+            batch = pipe(texts, pooling=pooling, normalize=normalize)  # numpy warnings are errors here
+            for i, vector in enumerate(batch):
+                assert vector.shape == (40,) and np.isfinite(vector).all()
+                alone = pipe(texts[i], pooling=pooling, normalize=normalize)  # once a ValueError
+                np.testing.assert_allclose(vector, alone, atol=1e-6)
+            assert not batch[0].any() and not batch[2].any() and batch[1].any()
+    features = pipe(texts)
+    assert [f.shape for f in features] == [(0, 40), (2, 40), (0, 40)]
+    sentences = sparsebert.pipeline("sentence-embedding", path, tokenizer=tokenizer)
+    empty, hello = sentences(["", "hello there"], pooling="mean", normalize=True)
+    assert not empty.any() and abs(np.linalg.norm(hello) - 1) < 1e-6
+    assert not sentences(" ", pooling="mean").any()
+
+
+def test_texts_without_tokens_in_the_other_tasks(exported, minilm_dir):
+    _, _, tagger = exported("token_classification")
+    assert sparsebert.pipeline("token-classification", tagger, tokenizer=without_special_tokens(minilm_dir))("") == []
+    _, _, classifier = exported("sequence_classification")
+    pipe = sparsebert.pipeline("text-classification", classifier, tokenizer=without_special_tokens(minilm_dir))
+    with pytest.raises(ValueError, match="text 3 has no tokens"):
+        pipe(["hello", "a", "b", ""], batch_size=2)  # its logits would be computed from padding alone
+    assert pipe("hello")["label"]

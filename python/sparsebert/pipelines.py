@@ -59,7 +59,7 @@ class Pipeline:
         check_texts(texts)
         results: list[Any] = []
         for start in range(0, len(texts), batch_size):
-            results += self._run(texts[start:start + batch_size], **kwargs)
+            results += self._run(texts[start:start + batch_size], start, **kwargs)
         return results[0] if single else results
 
     def tokenize(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
@@ -84,8 +84,9 @@ class Pipeline:
         return encodings, self._arrays(encodings)
 
     def _arrays(self, encodings: list[Any]) -> dict[str, np.ndarray]:
-        """The engine's inputs for encodings of any lengths: right-padded with the pad id, masked."""
-        seq = max(len(e.ids) for e in encodings)
+        """The engine's inputs for encodings of any lengths: right-padded with the pad id, masked. A batch of texts
+        without tokens (empty, with a tokenizer that adds no special tokens) is one masked position long."""
+        seq = max(1, *(len(e.ids) for e in encodings))
         ids = np.full((len(encodings), seq), self.pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
@@ -96,8 +97,13 @@ class Pipeline:
                 types[i, :n] = e.type_ids
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
-    def _run(self, texts: list[str], **kwargs: Any) -> list[Any]:
+    def _run(self, texts: list[str], first: int, **kwargs: Any) -> list[Any]:
+        """The results of ``texts``, the inputs from index ``first`` on."""
         encodings, inputs = self._encode(texts)
+        empty = next((i for i, e in enumerate(encodings) if not e.ids), None)
+        if empty is not None and self.task == "text-classification":  # its logits would be those of padding
+            raise ValueError(f"text {first + empty} has no tokens (the tokenizer adds no special tokens): nothing "
+                             "to classify")
         out = self.engine.run(inputs)
         if self.task == "feature-extraction":
             return self._features(encodings, out, **kwargs)
@@ -112,7 +118,8 @@ class Pipeline:
                   normalize: bool = False) -> list[np.ndarray]:
         """Per text, last_hidden_state [tokens, H] (special tokens included), as transformers'
         feature-extraction gives it; or with ``pooling`` ("mean" over the tokens, or "cls") one [H] sentence
-        embedding, L2-normalised when ``normalize`` (sentence-transformers' recipe)."""
+        embedding, L2-normalised when ``normalize`` (sentence-transformers' recipe); a text without tokens (empty,
+        with a tokenizer that adds no special tokens) pools to zeros, as in sentence-transformers."""
         if pooling not in (None, "mean", "cls"):
             raise ValueError(f"pooling must be None, 'mean' or 'cls', got {pooling!r}")
         results = []
@@ -121,7 +128,10 @@ class Pipeline:
             if pooling is None:
                 results.append(np.array(hidden))
                 continue
-            vector = hidden.mean(axis=0, dtype=np.float64) if pooling == "mean" else hidden[0].astype(np.float64)
+            if pooling == "cls":
+                vector = hidden[0].astype(np.float64) if len(hidden) else np.zeros(hidden.shape[1])
+            else:  # the divisor clamped as sentence-transformers does: a text without tokens pools to zeros
+                vector = hidden.sum(axis=0, dtype=np.float64) / max(len(hidden), 1e-9)
             if normalize:
                 vector = vector / max(np.linalg.norm(vector), 1e-12)
             results.append(vector.astype(np.float32))
