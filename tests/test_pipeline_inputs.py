@@ -1,22 +1,30 @@
 """Pipelines on inputs at the edges: questions too long for a window, windows too small, tokenizers' failures and
-panics, text that is not valid Unicode, texts without tokens."""
+panics, text that is not valid Unicode, texts without tokens, and long texts, whose truncated encodings must equal
+those of the whole text while only a bounded prefix is tokenized."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("torch")
 
 import sparsebert  # noqa: E402
-from sparsebert.text_encoding import call_tokenizer  # noqa: E402
+from sparsebert import text_encoding  # noqa: E402
+from sparsebert.text_encoding import call_tokenizer, encode_truncated  # noqa: E402
 
 from conftest import SENTENCES  # noqa: E402
 
 LONG_CONTEXT = " ".join(SENTENCES * 8)
+ENCODING_FIELDS = ("ids", "tokens", "offsets", "word_ids", "type_ids", "special_tokens_mask", "attention_mask",
+                   "sequence_ids")
 
 
 @pytest.fixture()
@@ -128,3 +136,142 @@ def test_texts_without_tokens_in_the_other_tasks(exported, minilm_dir):
     with pytest.raises(ValueError, match="text 3 has no tokens"):
         pipe(["hello", "a", "b", ""], batch_size=2)  # its logits would be computed from padding alone
     assert pipe("hello")["label"]
+
+
+# ------------------------------------------------------------------------------------------- long texts
+
+PIECES = ["word", "a", "supercalifragilistic" * 3, " ", "   ", " " * 300, "\n", "\t", "\u3000", "é", "e\u0301", "中文",
+          "😀", ",", "...", "ß", "ﬁ", "x" * 150, "'s", "'", "[MASK]", "[MA", "<mask>", " <mask>", "<ma", "Ǆ"]
+
+
+def trained_tokenizer(kind):
+    """A byte-level BPE tokenizer with RoBERTa's post-processor and a <mask> that swallows the space before it, or
+    a Unigram one behind Metaspace with normalizers that look past a character (NFKC, a Replace of two spaces)."""
+    from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    corpus = [*SENTENCES, "Zürich's café serves crème brûlée 😀 中文 ß ﬁ"] * 10
+    if kind == "bytelevel":
+        tok = tokenizers.Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "<pad>", "</s>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True)])
+        tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        return tok
+    tok = tokenizers.Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("  ", " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=150, special_tokens=["<cls>", "<sep>", "<unk>"],
+                                                            unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(single="<cls> $A <sep>",
+                                                       special_tokens=[("<cls>", 0), ("<sep>", 1)])
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tokenizer_pairs(minilm_dir):
+    """(tokenizer under test, an identical one truncating the whole text as the reference), per kind."""
+    made = {"wordpiece": tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json")),
+            "bytelevel": trained_tokenizer("bytelevel"), "unigram": trained_tokenizer("unigram")}
+    return {kind: (tok, tokenizers.Tokenizer.from_str(tok.to_str())) for kind, tok in made.items()}
+
+
+def assert_same_encoding(ours, theirs, what):
+    for field in ENCODING_FIELDS:
+        assert getattr(ours, field) == getattr(theirs, field), f"{what}: {field} differs"
+
+
+@pytest.mark.parametrize("tight", [False, True])
+@pytest.mark.parametrize("kind", ["wordpiece", "bytelevel", "unigram"])
+@settings(max_examples=150, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(pieces=st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_size=250),
+       max_length=st.sampled_from([2, 3, 4, 5, 8, 16, 64]))
+def test_truncated_encoding_of_a_prefix_equals_that_of_the_whole_text(tokenizer_pairs, kind, tight, pieces,
+                                                                      max_length):
+    # tight: prefixes start at one character per kept token, without the character margin, so that cuts land
+    # right after the kept tokens and inside their words: only the rule on words keeps the result exact.
+    tok, reference = tokenizer_pairs[kind]
+    text = "".join(pieces)
+    tighter = mock.patch.multiple(text_encoding, PREFIX_CHARS_PER_TOKEN=1, PREFIX_MARGIN_CHARS=0)
+    with tighter if tight else contextlib.nullcontext():
+        ours = encode_truncated(tok, [text, text[:max_length]], max_length)
+    reference.no_padding()
+    reference.enable_truncation(max_length)
+    for encoding, whole in zip(ours, reference.encode_batch([text, text[:max_length]])):
+        assert_same_encoding(encoding, whole, f"{kind}, max_length {max_length}, {text[:80]!r}")
+
+
+def test_cuts_stay_away_from_added_tokens_and_normalizer_patterns(minilm_dir):
+    # A cut inside "[MASK]" splits it into "[" and "ma" (two words, so the rule on words alone would keep "["), and
+    # a cut inside a normalizer's pattern spanning several words changes words before the last one: the margin in
+    # characters keeps the kept tokens clear of both. Leading spaces (no tokens) move the cuts across the texts.
+    from tokenizers import normalizers
+
+    tok = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tok.normalizer = normalizers.Sequence([normalizers.Replace("q w e r t y", "z"), tok.normalizer])
+    reference = tokenizers.Tokenizer.from_str(tok.to_str())
+    reference.no_padding()
+    for max_length in (4, 6, 7, 9):
+        reference.enable_truncation(max_length)
+        for body in ("the cat sat on [MASK] " * 30, "a b q w e r t y " * 30):
+            texts = [" " * spaces + body for spaces in range(0, 400, 3)]
+            for text, encoding, whole in zip(texts, encode_truncated(tok, texts, max_length),
+                                             reference.encode_batch(texts)):
+                assert_same_encoding(encoding, whole, f"max_length {max_length}, {text!r}")
+
+
+class CountingTokenizer:
+    """A tokenizers.Tokenizer that counts the characters it is asked to encode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.characters = 0
+
+    def encode(self, text, *args, **kwargs):
+        self.characters += len(text) + sum(len(a) for a in args if isinstance(a, str))
+        return self.tokenizer.encode(text, *args, **kwargs)
+
+    def encode_batch(self, texts, *args, **kwargs):
+        self.characters += sum(len(t) for t in texts)
+        return self.tokenizer.encode_batch(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("kind, task", [("base", "feature-extraction"), ("base", "sentence-embedding"),
+                                        ("sequence_classification", "text-classification"),
+                                        ("token_classification", "token-classification")])
+def test_a_10mb_line_costs_what_its_kept_tokens_cost(exported, kind, task):
+    _, _, path = exported(kind)
+    pipe = sparsebert.pipeline(task, path)
+    counting = CountingTokenizer(pipe.tokenizer)
+    pipe.tokenizer = counting
+    line = "The quick brown fox jumps over the lazy dog, again and again. " * 170_000  # 10.5 MB
+    options = {"pooling": "mean"} if task == "sentence-embedding" else {}
+    result = pipe(line, **options)
+    # 64 tokens kept: the first prefix of 8 characters per token (and margins) holds them.
+    assert counting.characters <= 2_000, f"{counting.characters} characters tokenized for {pipe.max_length} tokens"
+    expected = pipe(line[:5_000], **options)  # the same 62 words, as the encoding test above shows in general
+    if isinstance(result, np.ndarray):
+        np.testing.assert_array_equal(result, expected)
+    else:
+        assert result == expected
+
+
+def test_long_texts_of_few_tokens_are_still_exact(exported):
+    # Whitespace runs and one giant word give few tokens per character: the prefix grows until it has enough
+    # (or is the whole text), and the offsets are those of the whole text.
+    _, _, path = exported("token_classification")
+    pipe = sparsebert.pipeline("token-classification", path)
+    reference = tokenizers.Tokenizer.from_str(pipe.tokenizer.to_str())
+    reference.no_padding()
+    reference.enable_truncation(pipe.max_length)
+    texts = [" " * 20_000 + "word " * 100, "x" * 30_000 + " tail", ("\u3000\t" * 3_000 + "é") * 40]
+    encodings = encode_truncated(pipe.tokenizer, texts, pipe.max_length)
+    for text, ours, whole in zip(texts, encodings, reference.encode_batch(texts)):
+        assert_same_encoding(ours, whole, repr(text[:20]))
+    for entity in pipe(texts[0]):  # the offsets reach past the 20,000 spaces
+        assert texts[0][entity["start"]:entity["end"]] == "word"

@@ -3,8 +3,9 @@
 * Every call into ``tokenizers`` goes through ``call_tokenizer``: the library raises plain ``Exception`` for bad
   input, and its Rust panics arrive as pyo3's ``PanicException``, a ``BaseException`` that ``except Exception``
   does not catch; both become ``ValueError``.
-* ``encode_truncated`` refuses a ``max_length`` shorter than the special tokens, where tokenizers would silently
-  not truncate at all.
+* ``encode_truncated`` tokenizes only as much of a long text as the kept tokens need (a prefix, grown
+  geometrically), and gives exactly the encoding of the whole text truncated (ids, offsets, words, special tokens;
+  only ``overflowing`` differs), so a 10 MB line costs what its first tokens cost.
 * ``question_windows`` checks that the question leaves room for the context in a window before asking
   ``tokenizers`` to cut the context into windows (which panics when it does not).
 """
@@ -15,6 +16,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# A prefix of a long text starts at this many characters per kept token (English averages 4-5) ...
+PREFIX_CHARS_PER_TOKEN = 8
+# ... and the kept tokens must end this many characters before the prefix does, beyond the longest added token,
+# so that a normalizer, pre-tokenizer or added token looking past the cut cannot reach them (see _prefix_suffices).
+PREFIX_MARGIN_CHARS = 64
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -72,14 +78,58 @@ def special_token_count(tokenizer: Any, pair: bool = False) -> int:
 
 def encode_truncated(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[Any]:
     """The encodings of ``texts``, each truncated to ``max_length`` tokens with its special tokens, without
-    padding. Leaves the tokenizer truncating at ``max_length``, without padding."""
+    padding, as ``tokenizer.encode_batch`` gives them with truncation at ``max_length``; a long text is tokenized
+    only as far as its kept tokens need. Leaves the tokenizer truncating at ``max_length``, without padding."""
     special = special_token_count(tokenizer)
     if max_length < special:
         # tokenizers would silently not truncate at all
         raise ValueError(f"max_length {max_length} is shorter than the {special} special tokens the tokenizer adds")
     call_tokenizer(tokenizer.no_padding)
     call_tokenizer(tokenizer.enable_truncation, max_length)
-    return call_tokenizer(tokenizer.encode_batch, list(texts))
+    keep = max_length - special
+    margin = PREFIX_MARGIN_CHARS + _longest_added_token(tokenizer)
+    first_prefix = PREFIX_CHARS_PER_TOKEN * max_length + 2 * margin
+    short = [i for i, text in enumerate(texts) if len(text) <= first_prefix]
+    encodings: list[Any] = [None] * len(texts)
+    for i, encoding in zip(short, call_tokenizer(tokenizer.encode_batch, [texts[i] for i in short])):
+        encodings[i] = encoding
+    for i, text in enumerate(texts):
+        if encodings[i] is None:
+            encodings[i] = _encode_long(tokenizer, text, keep, first_prefix, margin)
+    return encodings
+
+
+def _encode_long(tokenizer: Any, text: str, keep: int, size: int, margin: int) -> Any:
+    while size < len(text):
+        encoding = call_tokenizer(tokenizer.encode, text[:size])
+        if _prefix_suffices(encoding, keep, size, margin):
+            return encoding
+        size *= 2
+    return call_tokenizer(tokenizer.encode, text)
+
+
+def _prefix_suffices(encoding: Any, keep: int, size: int, margin: int) -> bool:
+    """Whether the ``keep`` tokens kept of a ``size``-character prefix are those of the whole text: the prefix has
+    more tokens than that (the truncation put the rest in ``overflowing``), and the kept ones all belong to words
+    before the prefix's last word (which the cut may have split; a pre-tokenizer decides a word by looking at most
+    one character past it) and end ``margin`` characters before the cut (room for normalizers and added tokens
+    that look further)."""
+    if not encoding.overflowing:
+        return False
+    if keep == 0:
+        return True
+    last = encoding.overflowing[-1]
+    last_words = [w for w in last.word_ids if w is not None]
+    kept = [(w, end) for w, (_, end), special in zip(encoding.word_ids, encoding.offsets,
+                                                      encoding.special_tokens_mask) if not special]
+    if not last_words or len(kept) < keep or any(w is None for w, _ in kept):
+        return False
+    return max(w for w, _ in kept) < max(last_words) and max(end for _, end in kept) <= size - margin
+
+
+def _longest_added_token(tokenizer: Any) -> int:
+    added = call_tokenizer(tokenizer.get_added_tokens_decoder)
+    return max((len(token.content) for token in added.values()), default=0)
 
 
 def question_windows(tokenizer: Any, question: str, context: str, max_seq_len: int, doc_stride: int,
