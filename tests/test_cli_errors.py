@@ -1,9 +1,12 @@
 """The command line on a user's mistakes and a hostile environment: every one ends in one line
-``sparsebert CMD: error: ...`` and exit status 2, never a traceback."""
+``sparsebert CMD: error: ...`` and exit status 2, never a traceback; options go before or after the texts; and
+``sparsebert run`` streams its results."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
 
@@ -76,6 +79,16 @@ def test_tokenizers_that_are_not_tokenizers(models, tmp_path, capsys):
                           name)
 
 
+def test_standard_input_that_is_not_utf8(models):
+    _, model = models["sequence_classification"]
+    proc = sparsebert_cli("run", "text-classification", model, "--batch-size", "1",
+                          stdin="\ufefffirst line\r\n\n".encode() + b"caf\xe9 au lait\nthird\n")
+    assert proc.returncode == EXIT_ERROR
+    one_line_error(proc.stderr.decode(), "run", "standard input line 3 is not UTF-8")
+    printed = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [line["text"] for line in printed] == ["first line"]  # BOM and CRLF removed, then the bad line stops it
+
+
 def test_undecodable_arguments(models, capsys):
     _, model = models["base"]
     undecoded = os.fsdecode(b"caf\xe9")  # how Python passes a non-UTF-8 argument
@@ -90,6 +103,18 @@ def test_thread_counts_beyond_the_engine_fail_before_any_work(argv, capsys):
             main([*argv, "--threads", threads])
         assert exit_.value.code == EXIT_ERROR
         one_line_error(capsys.readouterr().err, argv[0], "--threads")
+
+
+def test_a_question_too_long_for_a_window(models):
+    _, model = models["question_answering"]
+    context = "The treaty was signed in Geneva on 12 March 1998. " * 60
+    proc = sparsebert_cli("run", "question-answering", model, context, "--question", "why " * 300)
+    assert proc.returncode == EXIT_ERROR and proc.stdout == b""
+    one_line_error(proc.stderr.decode(), "run", "cannot fit the question (300 tokens)", "at most 252 tokens")
+    proc = sparsebert_cli("run", "question-answering", model, context, "--question", "why " * 300,
+                          "--doc-stride", "32")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["result"]["answer"]
 
 
 def test_bench_outputs_that_are_directories_fail_before_benchmarking(tmp_path, capsys):
@@ -107,6 +132,45 @@ def test_usage_errors_are_one_line(capsys):
         assert exit_.value.code == EXIT_ERROR
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and "error: " in err and fragment in err and "--help" in err, err
+
+
+def test_options_before_or_after_the_texts(models, capsys):
+    _, qa = models["question_answering"]
+    context = "The treaty was signed in Geneva on 12 March 1998."
+    outputs = []
+    for argv in (["run", "question-answering", qa, "--question", "Where?", context],
+                 ["run", "question-answering", qa, context, "--question", "Where?"],
+                 ["run", "--question", "Where?", "question-answering", qa, context]):
+        assert main(list(map(str, argv))) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2] and json.loads(outputs[0])["context"] == context
+    _, base = models["base"]
+    assert main(["run", "feature-extraction", str(base), "one", "--pooling", "mean", "two", "--normalize"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == ["one", "two"] and len(lines[0]["result"]) == 40
+
+
+def test_run_streams_each_batch_as_it_is_computed(models):
+    # One batch in, its result out, while standard input is still open: nothing waits for the end of the input.
+    _, model = models["sequence_classification"]
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert.cli", "run", "text-classification", str(model),
+                             "--batch-size", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0)  # unbuffered: readline reads no further than a line
+    try:
+        for batch in (["one", "two"], ["three", "four"]):
+            proc.stdin.write("".join(f"{text}\n" for text in batch).encode())
+            proc.stdin.flush()
+            for text in batch:
+                ready, _, _ = select.select([proc.stdout], [], [], 120)
+                assert ready, "no result while the input stays open: sparsebert run does not stream"
+                assert json.loads(proc.stdout.readline())["text"] == text
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
 
 
 @pytest.mark.skipif(not (os.path.exists("/dev/full") and not os.path.isfile("/dev/full")), reason="no /dev/full")

@@ -7,17 +7,15 @@ A user's mistake (a bad file or option, an unwritable destination, a full disk) 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from . import run_command
 from ._version import __version__
 from .bench import cli as bench_cli
-from .cli_args import EXIT_ERROR, OneLineErrorParser, fraction, positive_int, thread_count
+from .cli_args import EXIT_ERROR, OneLineErrorParser, fraction, parse_intermixed, positive_int, thread_count
 from .convert import export
 from .convert.packing import DENSE_BELOW
 from .convert.report import (ExportReport, describe_calibration, describe_compaction, describe_quantized_checkpoint,
@@ -26,7 +24,7 @@ from .demo import run_demo
 from .errors import SparseBertError
 from .format import read_model
 from .format.layouts import LAYOUTS
-from .pipelines import TASKS as PIPELINE_TASKS, pipeline
+from .pipelines import TASKS as PIPELINE_TASKS  # noqa: F401 (the tasks `run` offers)
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # What a user's mistake raises (SparseBertError, ValueError), or the system on their behalf (OSError: missing,
@@ -34,7 +32,8 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 USER_ERRORS = (SparseBertError, ValueError, OSError, ImportError)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    """The parser; its subcommands' parsers go into ``commands_found`` by name."""
     parser = OneLineErrorParser(prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders.")
     parser.add_argument("--version", action="version", version=f"sparsebert {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,21 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, sentence-embedding, "
                                         "text-classification, token-classification, question-answering; prints "
                                         "JSON lines")
-    p.add_argument("task", choices=PIPELINE_TASKS)
-    p.add_argument("model", metavar="MODEL", help="a packed .sbert file")
-    p.add_argument("texts", metavar="TEXT", nargs="*", help="texts to run (default: one per line of standard input)")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer.json or a directory holding one (default: the one carried in MODEL)")
-    p.add_argument("--pooling", choices=("mean", "cls"), default=None,
-                   help="feature-extraction: one sentence embedding per text instead of token vectors")
-    p.add_argument("--normalize", action="store_true", help="feature-extraction with --pooling: L2-normalise")
-    p.add_argument("--question", default=None, help="question-answering: the question (the texts are contexts)")
-    p.add_argument("--threads", type=thread_count, default=None, help="threads (default: CPUs available)")
+    run_command.add_arguments(p)
 
     p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",
                             description="Time sparsebert and its peers on the same weights and inputs, "
                                         "interleaved; report medians, p10, ratios and GFLOP/s.")
     bench_cli.add_arguments(p)
+    if commands_found is not None:
+        commands_found.update(commands.choices)
     return parser
 
 
@@ -129,30 +121,6 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise ValueError("no texts: pass them as arguments or one per line on standard input")
-    if (args.task == "question-answering") != (args.question is not None):
-        raise ValueError("--question goes with question-answering, and question-answering needs it")
-    pipe = pipeline(args.task, args.model, tokenizer=args.tokenizer, num_threads=args.threads)
-    if args.question is not None:
-        results = pipe([{"question": args.question, "context": text} for text in texts])
-        for text, result in zip(texts, results):
-            print(json.dumps({"question": args.question, "context": text, "result": result}, ensure_ascii=False))
-        return EXIT_OK
-    options = {}
-    if args.task == "feature-extraction":
-        options = {"pooling": args.pooling, "normalize": args.normalize}
-    elif args.task == "sentence-embedding":  # the model's own pooling unless the options say otherwise
-        options = {"pooling": args.pooling, "normalize": True if args.normalize else None}
-    results = pipe(texts, **options)
-    default = lambda value: np.asarray(value).tolist()  # noqa: E731 (arrays of feature-extraction)
-    for text, result in zip(texts, results):
-        print(json.dumps({"text": text, "result": result}, default=default, ensure_ascii=False))
-    return EXIT_OK
-
-
 def _demo(args: argparse.Namespace) -> int:
     result = run_demo(sparsity=args.sparsity, block=args.block, runs=args.runs, threads=args.threads, isa=args.isa)
     return EXIT_OK if result["ok"] else EXIT_FAILED
@@ -162,11 +130,13 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_cli.run(args, args.argv)
 
 
-COMMANDS = {"export": _export, "info": _info, "run": _run, "demo": _demo, "bench": _bench}
+COMMANDS = {"export": _export, "info": _info, "run": run_command.run, "demo": _demo, "bench": _bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    commands: dict[str, argparse.ArgumentParser] = {}
+    parser = _parser(commands)
+    args = parse_intermixed(parser, commands, sys.argv[1:] if argv is None else argv)
     args.argv = None if argv is None else list(argv)  # bench records the command: as given here, else sys.argv
     real_stdout = sys.stdout
     sys.stdout = _NamedStandardOutput(real_stdout)
