@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import resource
 import select
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +58,81 @@ def fails_in_one_line(capsys, argv, *fragments):
     one_line_error(capsys.readouterr().err, argv[0], *fragments)
 
 
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 # ------------------------------------------------------------------------------------------- export
+
+def test_export_refuses_destinations_it_cannot_or_must_not_write(models, tmp_path, capsys, monkeypatch):
+    ckpt, _ = models["base"]
+    before = {p.name: digest(p) for p in ckpt.iterdir() if p.is_file()}
+    (tmp_path / "linked").symlink_to(ckpt)
+    os.symlink(ckpt / "model.safetensors", tmp_path / "symlink.sbert")
+    os.link(ckpt / "model.safetensors", tmp_path / "hardlink.sbert")
+    calibration = tmp_path / "texts.txt"
+    calibration.write_text("one text\n")
+    os.mkfifo(tmp_path / "fifo")
+    read_by_the_export = [ckpt / "model.safetensors", ckpt / "config.json", ckpt / "tokenizer.json",
+                          tmp_path / "symlink.sbert", tmp_path / "hardlink.sbert",
+                          tmp_path / "linked" / "model.safetensors", ckpt / ".." / ckpt.name / "config.json"]
+    for destination in read_by_the_export:
+        with pytest.raises(ValueError, match="is a file the export reads"):
+            sparsebert.export(ckpt, destination, verbose=False)
+        fails_in_one_line(capsys, ["export", ckpt, destination], str(destination), "a file the export reads")
+    with pytest.raises(ValueError, match="a file the export reads"):
+        sparsebert.export(ckpt, calibration, verbose=False, quantize="int8", calibration=calibration)
+    fails_in_one_line(capsys, ["export", ckpt, tmp_path, "--layout", "dense"], str(tmp_path), "is a directory")
+    fails_in_one_line(capsys, ["export", ckpt, tmp_path / "fifo"], "not a regular file")
+    assert (tmp_path / "fifo").exists() and not (tmp_path / "fifo").is_file()
+    assert {p.name: digest(p) for p in ckpt.iterdir() if p.is_file()} == before
+    # An unwritable directory (root may write anywhere: its answer is simulated).
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    fails_in_one_line(capsys, ["export", ckpt, tmp_path / "new.sbert"], str(tmp_path), "cannot create files")
+    monkeypatch.undo()
+    # Beside the checkpoint's files, a new name is fine.
+    assert main(["export", str(ckpt), str(ckpt / "model.sbert")]) == 0
+    capsys.readouterr()
+    (ckpt / "model.sbert").unlink()
+
+
+def test_a_failed_write_names_the_destination(models, tmp_path, capsys, monkeypatch):
+    ckpt, _ = models["base"]
+    destination = tmp_path / "m.sbert"
+    from sparsebert.convert import exporter
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write() or fsync() raises it: no file name
+
+    monkeypatch.setattr(exporter, "write_model", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        sparsebert.export(ckpt, destination, verbose=False)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(destination)
+    fails_in_one_line(capsys, ["export", ckpt, destination], f"{destination}: No space left on device")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(exporter, "write_model", denied)
+    fails_in_one_line(capsys, ["export", ckpt, destination], f"{destination}: Permission denied")
+    assert not destination.exists()
+
+
+def test_a_file_size_limit_hit_while_writing_is_one_line(models, tmp_path):
+    # A real failing write: the process may not write files past 64 KiB (EFBIG, with SIGXFSZ ignored).
+    ckpt, _ = models["base"]
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = sparsebert_cli("export", ckpt, out / "m.sbert", preexec_fn=limit_file_size)
+    assert proc.returncode == EXIT_ERROR
+    one_line_error(proc.stderr.decode(), "export", str(out / "m.sbert"), "File too large")
+    assert list(out.iterdir()) == []  # no destination, no temporary file left behind
+
 
 def test_calibration_texts_that_are_not_utf8(models, tmp_path, capsys):
     ckpt, _ = models["base"]
