@@ -143,6 +143,25 @@ def test_calibration_texts_that_are_not_utf8(models, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]  # no calibration files left behind
 
 
+def test_checkpoint_configs_that_are_not_objects(models, tmp_path, capsys):
+    ckpt, _ = models["base"]
+    for name, text in (("list", "[1, 2]"), ("deep", "[" * 100_000 + "]" * 100_000),
+                       ("deep_object", '{"a":' * 100_000 + "1" + "}" * 100_000)):
+        directory = tmp_path / name
+        directory.mkdir()
+        os.symlink(ckpt / "model.safetensors", directory / "model.safetensors")
+        (directory / "config.json").write_text(text)
+        fails_in_one_line(capsys, ["export", directory, tmp_path / "o.sbert"], str(directory / "config.json"))
+    # A sentence-transformers modules.json nested too deeply is no sentence-transformers directory.
+    directory = tmp_path / "st"
+    directory.mkdir()
+    for path in ckpt.iterdir():
+        os.symlink(path, directory / path.name)
+    (directory / "modules.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["export", str(directory), str(tmp_path / "st.sbert")]) == 0
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------------------------------- run
 
 def test_tokenizers_that_are_not_tokenizers(models, tmp_path, capsys):
