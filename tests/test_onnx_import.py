@@ -226,6 +226,44 @@ def test_graph_without_scopes_is_refused(tmp_path):
         sparsebert.export(path, tmp_path / "m.sbert", verbose=False)
 
 
+def test_graphs_and_configs_that_cannot_be_read_are_one_line_errors(tmp_path, capsys):
+    from sparsebert.cli import main
+
+    model = make_family_model("Bert", "Model", seed=10, sparsity=0.0)
+    path = onnx_export(model, tmp_path / "onnx")
+    config = tmp_path / "onnx" / "config.json"
+    original = config.read_text()
+    source_bytes = path.read_bytes()
+
+    def fails(fragment):
+        with pytest.raises(UnsupportedModelError, match=re.escape(fragment)):
+            sparsebert.export(path, tmp_path / "m.sbert", verbose=False)
+        assert main(["export", str(path), str(tmp_path / "m.sbert")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("sparsebert export: error: ") and fragment in err, err
+
+    # The destination is the graph itself, or its config: refused before anything is read or written.
+    for destination in (path, config):
+        with pytest.raises(ValueError, match="a file the export reads"):
+            sparsebert.export(path, destination, verbose=False)
+    assert path.read_bytes() == source_bytes and config.read_text() == original
+    # A config.json that is a list, or nested too deeply for the json module.
+    config.write_text("[1, 2]")
+    fails("does not hold a JSON object")
+    config.write_text("[" * 100_000 + "]" * 100_000)
+    fails("nested too deeply")
+    config.write_text(original)
+    # A LayerNormalization whose scale the graph computes (here Max(scale, scale)) is no constant weight.
+    proto = onnx.load(str(path))
+    norm = next(n for n in proto.graph.node if n.op_type == "LayerNormalization")
+    proto.graph.node.insert(0, onnx.helper.make_node("Max", [norm.input[1], norm.input[1]], ["computed_scale"],
+                                                     name="computed_scale"))
+    norm.input[1] = "computed_scale"
+    onnx.save(proto, str(path))
+    fails(f"{norm.name} (LayerNormalization): its scale is not a constant")
+    assert not (tmp_path / "m.sbert").exists()
+
+
 # Files written by Optimum's ONNX exporter (tools/make_optimum_fixtures.py made them; Optimum pins transformers 4,
 # so it is not a test dependency): tiny 80%-pruned task models of each family.
 OPTIMUM_FILES = {"bert": "sequence_classification", "roberta": "question_answering",

@@ -1,17 +1,21 @@
-"""The ``sparsebert`` command: export, info, demo, bench."""
+"""The ``sparsebert`` command: export, info, run, demo, bench.
+
+A user's mistake (a bad file or option, an unwritable destination, a full disk) ends in one line on stderr,
+``sparsebert CMD: error: ...``, and exit status 2; a traceback means a bug in sparsebert.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
-
+from . import run_command
 from ._version import __version__
 from .bench import cli as bench_cli
+from .cli_args import EXIT_ERROR, OneLineErrorParser, fraction, parse_intermixed, positive_int, thread_count
 from .convert import export
 from .convert.packing import DENSE_BELOW
 from .convert.report import (ExportReport, describe_calibration, describe_compaction, describe_quantized_checkpoint,
@@ -20,35 +24,17 @@ from .demo import run_demo
 from .errors import SparseBertError
 from .format import read_model
 from .format.layouts import LAYOUTS
-from .pipelines import TASKS as PIPELINE_TASKS, pipeline
+from .pipelines import TASKS as PIPELINE_TASKS  # noqa: F401 (the tasks `run` offers)
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
-    return value
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+# What a user's mistake raises (SparseBertError, ValueError), or the system on their behalf (OSError: missing,
+# unreadable or unwritable paths, a full disk); ImportError: an optional dependency that is not installed.
+USER_ERRORS = (SparseBertError, ValueError, OSError, ImportError)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders."
-    )
+def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    """The parser; its subcommands' parsers go into ``commands_found`` by name."""
+    parser = OneLineErrorParser(prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders.")
     parser.add_argument("--version", action="version", version=f"sparsebert {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -60,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="the .sbert file to write")
     p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
                    help="packed layout for every linear layer (default: auto, chosen per layer)")
-    p.add_argument("--dense-below", type=_fraction, default=DENSE_BELOW, metavar="X",
+    p.add_argument("--dense-below", type=fraction, default=DENSE_BELOW, metavar="X",
                    help=f"with --layout auto, keep layers with sparsity below X dense (default {DENSE_BELOW})")
     p.add_argument("--no-compact", dest="compact", action="store_false",
                    help="keep attention heads and FFN neurons that cannot change the output (default: remove them)")
@@ -75,31 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
 
     p = commands.add_parser("demo", help="prune the bundled all-MiniLM-L6-v2 and compare with PyTorch")
-    p.add_argument("--sparsity", type=_fraction, default=0.9, help="fraction of encoder weights to prune (default 0.9)")
+    p.add_argument("--sparsity", type=fraction, default=0.9, help="fraction of encoder weights to prune (default 0.9)")
     p.add_argument("--block", type=int, choices=(1, 4), default=1, help="prune single weights or 4-blocks (default 1)")
-    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs of each engine (default 20)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--runs", type=positive_int, default=20, help="timed runs of each engine (default 20)")
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="threads for both engines (default: CPUs available to this process)")
     p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
 
     p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, sentence-embedding, "
                                         "text-classification, token-classification, question-answering; prints "
                                         "JSON lines")
-    p.add_argument("task", choices=PIPELINE_TASKS)
-    p.add_argument("model", metavar="MODEL", help="a packed .sbert file")
-    p.add_argument("texts", metavar="TEXT", nargs="*", help="texts to run (default: one per line of standard input)")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer.json or a directory holding one (default: the one carried in MODEL)")
-    p.add_argument("--pooling", choices=("mean", "cls"), default=None,
-                   help="feature-extraction: one sentence embedding per text instead of token vectors")
-    p.add_argument("--normalize", action="store_true", help="feature-extraction with --pooling: L2-normalise")
-    p.add_argument("--question", default=None, help="question-answering: the question (the texts are contexts)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: CPUs available)")
+    run_command.add_arguments(p)
 
     p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",
                             description="Time sparsebert and its peers on the same weights and inputs, "
                                         "interleaved; report medians, p10, ratios and GFLOP/s.")
     bench_cli.add_arguments(p)
+    if commands_found is not None:
+        commands_found.update(commands.choices)
     return parser
 
 
@@ -142,30 +121,6 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise ValueError("no texts: pass them as arguments or one per line on standard input")
-    if (args.task == "question-answering") != (args.question is not None):
-        raise ValueError("--question goes with question-answering, and question-answering needs it")
-    pipe = pipeline(args.task, args.model, tokenizer=args.tokenizer, num_threads=args.threads)
-    if args.question is not None:
-        results = pipe([{"question": args.question, "context": text} for text in texts])
-        for text, result in zip(texts, results):
-            print(json.dumps({"question": args.question, "context": text, "result": result}, ensure_ascii=False))
-        return EXIT_OK
-    options = {}
-    if args.task == "feature-extraction":
-        options = {"pooling": args.pooling, "normalize": args.normalize}
-    elif args.task == "sentence-embedding":  # the model's own pooling unless the options say otherwise
-        options = {"pooling": args.pooling, "normalize": True if args.normalize else None}
-    results = pipe(texts, **options)
-    default = lambda value: np.asarray(value).tolist()  # noqa: E731 (arrays of feature-extraction)
-    for text, result in zip(texts, results):
-        print(json.dumps({"text": text, "result": result}, default=default, ensure_ascii=False))
-    return EXIT_OK
-
-
 def _demo(args: argparse.Namespace) -> int:
     result = run_demo(sparsity=args.sparsity, block=args.block, runs=args.runs, threads=args.threads, isa=args.isa)
     return EXIT_OK if result["ok"] else EXIT_FAILED
@@ -175,24 +130,84 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_cli.run(args, args.argv)
 
 
-COMMANDS = {"export": _export, "info": _info, "run": _run, "demo": _demo, "bench": _bench}
+COMMANDS = {"export": _export, "info": _info, "run": run_command.run, "demo": _demo, "bench": _bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    commands: dict[str, argparse.ArgumentParser] = {}
+    parser = _parser(commands)
+    args = parse_intermixed(parser, commands, sys.argv[1:] if argv is None else argv)
     args.argv = None if argv is None else list(argv)  # bench records the command: as given here, else sys.argv
+    real_stdout = sys.stdout
+    sys.stdout = _NamedStandardOutput(real_stdout)
     try:
-        return COMMANDS[args.command](args)
-    except (SparseBertError, ValueError, FileNotFoundError) as exc:
-        # Expected failures (bad file, unsupported checkpoint, bad option): one line, no traceback.
-        message = " ".join(str(exc).split())  # one line even if a library's message has several
-        print(f"sparsebert {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        return code
     except BrokenPipeError:
         # `sparsebert info m.sbert | head`: the reader left; stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_standard_output(real_stdout)
         return EXIT_OK
+    except USER_ERRORS as exc:
+        if isinstance(exc, StandardOutputError):
+            _discard_standard_output(real_stdout)
+        print(f"sparsebert {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"sparsebert {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        sys.stdout = real_stdout
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected failure on one line; an OSError as ``path: reason``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        paths = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else f"{exc.filename}"
+        message = f"{paths}: {exc.strerror}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = exc.strerror
+    else:
+        message = str(exc) or type(exc).__name__
+    return " ".join(message.split())  # one line even if a library's message has several
+
+
+class StandardOutputError(OSError):
+    """Writing to standard output failed (a full disk, an I/O error)."""
+
+
+class _NamedStandardOutput:
+    """sys.stdout whose write errors say that standard output is what failed (an OSError from print() carries no
+    file name); a closed pipe stays a BrokenPipeError."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    @staticmethod
+    def _named(function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StandardOutputError(exc.errno, f"cannot write to standard output: {exc.strerror}") from None
+
+
+def _discard_standard_output(stream: Any) -> None:
+    # Whatever is still buffered would fail again when Python flushes at exit, with a message of its own.
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError):  # a stream without a descriptor (tests' captures): nothing flushes it at exit
+        pass
 
 
 if __name__ == "__main__":

@@ -18,20 +18,13 @@ import numpy as np
 from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
 from .format import read_model
+from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
          "question-answering")
 _NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification",
                "question-answering": "question_answering"}
-
-
-def _tokenizers() -> Any:
-    try:
-        import tokenizers
-    except ImportError:
-        raise ImportError("sparsebert pipelines need the 'tokenizers' package: pip install tokenizers") from None
-    return tokenizers
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -57,17 +50,16 @@ class Pipeline:
         self._with_types = config["type_vocab_size"] > 1
 
     def __call__(self, inputs: Any = None, batch_size: int = 8, **kwargs: Any) -> Any:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.task == "question-answering":
             return self._answer_all(inputs, batch_size, **kwargs)
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("pipeline inputs must be a string or a list of strings")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_texts(texts)
         results: list[Any] = []
         for start in range(0, len(texts), batch_size):
-            results += self._run(texts[start:start + batch_size], **kwargs)
+            results += self._run(texts[start:start + batch_size], start, **kwargs)
         return results[0] if single else results
 
     def tokenize(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
@@ -77,8 +69,7 @@ class Pipeline:
         included (default: the pipeline's ``max_length``: the longest sequence the model, or a sentence-transformers
         checkpoint, takes)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("tokenize takes a string or a list of strings")
+        check_texts(texts, "tokenize's texts")
         if not texts:
             raise ValueError("tokenize needs at least one text")
         longest = self.engine.max_sequence_length
@@ -89,14 +80,13 @@ class Pipeline:
 
     def _encode(self, texts: list[str], max_length: int | None = None) -> tuple[list[Any], dict[str, np.ndarray]]:
         """The encodings of ``texts`` (the tasks read offsets, words and special tokens) and ``tokenize``'s arrays."""
-        self.tokenizer.enable_truncation(self.max_length if max_length is None else max_length)
-        self.tokenizer.no_padding()
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = encode_truncated(self.tokenizer, texts, self.max_length if max_length is None else max_length)
         return encodings, self._arrays(encodings)
 
     def _arrays(self, encodings: list[Any]) -> dict[str, np.ndarray]:
-        """The engine's inputs for encodings of any lengths: right-padded with the pad id, masked."""
-        seq = max(len(e.ids) for e in encodings)
+        """The engine's inputs for encodings of any lengths: right-padded with the pad id, masked. A batch of texts
+        without tokens (empty, with a tokenizer that adds no special tokens) is one masked position long."""
+        seq = max(1, *(len(e.ids) for e in encodings))
         ids = np.full((len(encodings), seq), self.pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
@@ -107,8 +97,13 @@ class Pipeline:
                 types[i, :n] = e.type_ids
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
-    def _run(self, texts: list[str], **kwargs: Any) -> list[Any]:
+    def _run(self, texts: list[str], first: int, **kwargs: Any) -> list[Any]:
+        """The results of ``texts``, the inputs from index ``first`` on."""
         encodings, inputs = self._encode(texts)
+        empty = next((i for i, e in enumerate(encodings) if not e.ids), None)
+        if empty is not None and self.task == "text-classification":  # its logits would be those of padding
+            raise ValueError(f"text {first + empty} has no tokens (the tokenizer adds no special tokens): nothing "
+                             "to classify")
         out = self.engine.run(inputs)
         if self.task == "feature-extraction":
             return self._features(encodings, out, **kwargs)
@@ -123,7 +118,8 @@ class Pipeline:
                   normalize: bool = False) -> list[np.ndarray]:
         """Per text, last_hidden_state [tokens, H] (special tokens included), as transformers'
         feature-extraction gives it; or with ``pooling`` ("mean" over the tokens, or "cls") one [H] sentence
-        embedding, L2-normalised when ``normalize`` (sentence-transformers' recipe)."""
+        embedding, L2-normalised when ``normalize`` (sentence-transformers' recipe); a text without tokens (empty,
+        with a tokenizer that adds no special tokens) pools to zeros, as in sentence-transformers."""
         if pooling not in (None, "mean", "cls"):
             raise ValueError(f"pooling must be None, 'mean' or 'cls', got {pooling!r}")
         results = []
@@ -132,7 +128,10 @@ class Pipeline:
             if pooling is None:
                 results.append(np.array(hidden))
                 continue
-            vector = hidden.mean(axis=0, dtype=np.float64) if pooling == "mean" else hidden[0].astype(np.float64)
+            if pooling == "cls":
+                vector = hidden[0].astype(np.float64) if len(hidden) else np.zeros(hidden.shape[1])
+            else:  # the divisor clamped as sentence-transformers does: a text without tokens pools to zeros
+                vector = hidden.sum(axis=0, dtype=np.float64) / max(len(hidden), 1e-9)
             if normalize:
                 vector = vector / max(np.linalg.norm(vector), 1e-12)
             results.append(vector.astype(np.float32))
@@ -216,16 +215,8 @@ class Pipeline:
             raise ValueError(f"doc_stride must be a non-negative integer, got {doc_stride!r}")
         max_seq_len = min(max_seq_len, self.max_length)
         doc_stride = min(doc_stride, max_seq_len // 2)
-        tok = self.tokenizer
-        tok.no_padding()
-        tok.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
-        try:
-            first = tok.encode(question, context)
-        except Exception as exc:  # tokenizers raises its own exception types, e.g. for a question too long to fit
-            raise ValueError(f"cannot fit the question and a piece of the context in {max_seq_len} tokens: {exc}") \
-                from None
-        windows = [first, *first.overflowing]
-        answers: list[dict[str, Any]] = []
+        windows = question_windows(self.tokenizer, question, context, max_seq_len, doc_stride, self.max_length)
+        answers: dict[str, dict[str, Any]] = {}  # by answer text: one lookup per span, whatever the windows
         min_null_score = 1_000_000.0
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
@@ -243,15 +234,15 @@ class Pipeline:
                 for s, e, score in best_spans(starts, ends, wanted, top_k, max_answer_len):
                     lo, hi = word_span(w, s, e)
                     text = context[lo:hi]
-                    same = next((a for a in answers if a["answer"] == text), None)
-                    if same is not None:
-                        same["score"] += score
+                    if text in answers:
+                        answers[text]["score"] += score
                     else:
-                        answers.append({"score": score, "start": lo, "end": hi, "answer": text})
+                        answers[text] = {"score": score, "start": lo, "end": hi, "answer": text}
+        ranked = list(answers.values())
         if handle_impossible_answer:
-            answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
-        answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
-        return answers[0] if top_k == 1 else answers
+            ranked.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+        ranked = sorted(ranked, key=lambda a: a["score"], reverse=True)[:top_k]
+        return ranked[0] if top_k == 1 else ranked
 
 
 def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_threads: int | None = None,
@@ -269,6 +260,12 @@ def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_thr
         if text is None:
             raise ValueError(f"{model} carries no tokenizer (export it from a directory with {TOKENIZER_FILE}, or "
                              "pass export(..., tokenizer=...)); pass pipeline(..., tokenizer=...)")
+        where = f"the tokenizer carried in {os.fspath(model)}"
     else:
         text = tokenizer_json(tokenizer)
-    return Pipeline(task, engine, _tokenizers().Tokenizer.from_str(text))
+        where = os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else "tokenizer="
+    try:
+        loaded = load_tokenizer(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return Pipeline(task, engine, loaded)

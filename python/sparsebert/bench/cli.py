@@ -8,6 +8,7 @@ report to stdout, so ``sparsebert bench ... > report.txt`` keeps only the result
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..cli_args import thread_count
 from ..convert.packing import FLOAT_LAYOUTS
 from . import defaults, plot, report
 from .engine_bench import run_engine_bench
@@ -44,6 +46,13 @@ def _positive_ints(text: str) -> list[int]:
     values = _list_of(int, "integers")(text)
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every value must be >= 1")
+    return values
+
+
+def _thread_counts(text: str) -> list[int]:
+    values = _positive_ints(text)
+    for value in values:  # checked here, not after minutes of preparing a model
+        thread_count(str(value))
     return values
 
 
@@ -125,7 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("how to run")
     run.add_argument("--batch", type=_positive_ints, default=[1], metavar="B", help="batch size (default 1)")
     run.add_argument("--seq", type=_positive_ints, default=[128], metavar="S", help="sequence length (default 128)")
-    run.add_argument("--threads", type=_positive_ints, default=None, metavar="T",
+    run.add_argument("--threads", type=_thread_counts, default=None, metavar="T",
                      help="threads for every engine (default: the CPUs available); --kernels takes a list "
                           f"(default {','.join(map(str, defaults.KERNEL_THREADS))})")
     run.add_argument("--runs", type=_positive_ints, default=[defaults.RUNS], metavar="R",
@@ -185,6 +194,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
                 raise FileNotFoundError(f"--{option}: directory does not exist: {folder}")
+            if os.path.isdir(path):
+                raise IsADirectoryError(errno.EISDIR, f"--{option} names a directory, not a file", path)
 
 
 def _write(args: argparse.Namespace, result: dict[str, Any], markdown: str, plotter: str) -> None:

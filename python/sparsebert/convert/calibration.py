@@ -63,8 +63,12 @@ def _texts(calibration: str | os.PathLike, tokenizer_text: str | None) -> list[s
     if tokenizer_text is None:
         raise ValueError("calibration texts need the model's tokenizer: pass tokenizer= or export from a directory "
                          "with a tokenizer.json")
-    with open(calibration, encoding="utf-8") as f:
-        texts = [line.strip() for line in f if line.strip()]
+    try:
+        with open(calibration, encoding="utf-8") as f:
+            texts = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"calibration file {os.fspath(calibration)} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
     if not texts:
         raise ValueError(f"calibration file {os.fspath(calibration)} holds no text")
     return texts

@@ -1,6 +1,6 @@
 """What the converter knows of a BERT-family checkpoint, whatever it was read from (a transformers directory or
 model object: hf_checkpoint.py; an ONNX file: onnx_import.py): the ``Checkpoint`` record, the architectures and
-families sparsebert exports, and the naming rules every reader shares.
+families sparsebert exports, the naming rules every reader shares, and how a config.json is read.
 
 Weights are renamed to drop the family's encoder prefix (``bert.``, ``roberta.``, ``distilbert.``), so the
 mappers (hf_bert.py, hf_distilbert.py) see one naming whether the source was a bare encoder or a task model.
@@ -8,10 +8,13 @@ mappers (hf_bert.py, hf_distilbert.py) see one naming whether the source was a b
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..errors import UnsupportedModelError
 
 # transformers class / config.architectures entry -> (family, encoder head)
 ARCHITECTURES = {
@@ -89,3 +92,17 @@ def architecture_of_weights(weights: dict[str, Any], family: str) -> str:
     if "classifier.weight" in weights:
         return f"{name}ForTokenClassification"
     return f"{name}Model"
+
+
+def read_config_json(path: str) -> dict[str, Any]:
+    """A transformers config.json; UnsupportedModelError naming the file unless it holds a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UnsupportedModelError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:  # the json module recurses once per level of nesting
+        raise UnsupportedModelError(f"{path} is not a config: its JSON is nested too deeply") from None
+    if not isinstance(config, dict):
+        raise UnsupportedModelError(f"{path} does not hold a JSON object")
+    return config

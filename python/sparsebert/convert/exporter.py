@@ -24,6 +24,7 @@ from ..tokenizer_text import TOKENIZER_FILE, tokenizer_json
 from . import compaction, hf_bert, hf_config, hf_distilbert, qat
 from .calibration import calibrate
 from .checkpoint import Checkpoint
+from .destination import check_destination, files_read
 from .hf_bert import Item
 from .hf_checkpoint import load_checkpoint
 from .onnx_import import check_against_onnxruntime, load_onnx
@@ -120,8 +121,23 @@ def export(
     after each layer. A quantized checkpoint whose weight scales can be read (QAT fake-quantizers, torch's
     quantized linears, a QDQ ONNX graph: convert/qat.py, convert/onnx_import.py) keeps its int8 weights and scales.
     """
-    _check_arguments(layout, dense_below, quantize, calibration, out_path)
-    options = LayoutOptions(layout, dense_below, quantize)
+    _check_arguments(layout, dense_below, quantize, calibration)
+    check_destination(out_path, files_read(source, tokenizer, config, calibration))
+    try:
+        report = _export(source, out_path, LayoutOptions(layout, dense_below, quantize), compact, tokenizer, config,
+                         calibration)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a failed write names no file: name the destination
+            raise OSError(exc.errno, exc.strerror, os.fspath(out_path)) from exc
+        raise
+    if verbose:
+        print(report)
+    return report
+
+
+def _export(source: Any, out_path: str | os.PathLike, options: LayoutOptions, compact: bool, tokenizer: Any,
+            config: Any, calibration: str | os.PathLike | None) -> ExportReport:
+    layout, dense_below, quantize = options.layout, options.dense_below, options.quantize
     found = read_checkpoint(source, tokenizer, config)
     model = map_names(found)
     if compact:
@@ -140,14 +156,11 @@ def export(
                                             (twin.linears, twin.tensors), found.tokenizer_text, calibration)
         notes.append(describe_calibration(producer["calibration"]))
     notes.append(write(out_path, model, packed, producer, found, twin))
-    report = ExportReport(packed.rows, path=os.fspath(out_path), file_bytes=os.path.getsize(out_path),
-                          notes="\n".join(n for n in notes if n) or None)
-    if verbose:
-        print(report)
-    return report
+    return ExportReport(packed.rows, path=os.fspath(out_path), file_bytes=os.path.getsize(out_path),
+                        notes="\n".join(n for n in notes if n) or None)
 
 
-def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: Any, out_path: Any) -> None:
+def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: Any) -> None:
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
     if quantize not in QUANTIZE_CHOICES:
@@ -158,10 +171,6 @@ def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: 
         raise FileNotFoundError(f"no such calibration file: {os.fspath(calibration)}")
     if isinstance(dense_below, bool) or not isinstance(dense_below, (int, float)) or not 0 <= dense_below <= 1:
         raise ValueError(f"dense_below must be a number in [0, 1], got {dense_below!r}")
-    out_dir = os.path.dirname(os.path.abspath(os.fspath(out_path)))
-    if not os.path.isdir(out_dir):
-        # Fail before the (possibly long) load and pack, not at the final write.
-        raise FileNotFoundError(f"output directory does not exist: {out_dir}")
 
 
 def read_checkpoint(source: Any, tokenizer: Any = None, config: Any = None) -> Source:

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from . import hf_config, qat
-from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, supported_list
+from .checkpoint import (ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json,
+                         supported_list)
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -77,16 +78,10 @@ def _load_directory(path: str) -> Checkpoint:
         raise FileNotFoundError(f"no such checkpoint directory: {path}")
     if not os.path.isdir(path):
         raise UnsupportedModelError(f"{path} is not a directory; export a transformers checkpoint directory")
-    config_path = os.path.join(path, "config.json")
     try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_config_json(os.path.join(path, "config.json"))
     except FileNotFoundError:
         raise UnsupportedModelError(f"{path} has no config.json; not a transformers checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UnsupportedModelError(f"{config_path} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise UnsupportedModelError(f"{config_path} does not hold a JSON object")
     # Refuse on the config alone before reading (possibly gigabytes of) weights.
     family = hf_config.family_of(config, path)
     hf_config.check_hf_config(config, family, path)
@@ -122,8 +117,8 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
         try:
             with open(index, encoding="utf-8") as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UnsupportedModelError(f"cannot read {index}: {exc!r}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise UnsupportedModelError(f"cannot read {index}: {type(exc).__name__}: {exc}") from None
         weights = {}
         for shard in shards:
             weights.update(_read_safetensors(os.path.join(path, shard)))

@@ -16,7 +16,6 @@ DequantizeLinear pairs on activations are looked through; the engine quantizes a
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..engine import SparseEngine
-from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights
+from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json
 from .onnx_ops import check_ops
 from .qat import int8_rows
 
@@ -147,6 +146,8 @@ def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float |
             if len(node.input) > 2 and node.input[2] in values:
                 put(f"{module}.bias", values[node.input[2]])
         elif node.op_type == "LayerNormalization":
+            if node.input[1] not in values:  # computed in the graph: not a weight the file can hold
+                raise UnsupportedModelError(f"{path}: {node.name} (LayerNormalization): its scale is not a constant")
             put(f"{module}.weight", values[node.input[1]])
             if len(node.input) > 2 and node.input[2] in values:
                 put(f"{module}.bias", values[node.input[2]])
@@ -177,8 +178,7 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
             raise UnsupportedModelError(f"{path}: no config.json beside it; pass export(..., config=) with the "
                                         "transformers config (a dict or a config.json path)")
     if not isinstance(config, dict):
-        with open(config, encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_config_json(os.fspath(config))
     try:
         model = onnx.load(path)
     except Exception as exc:  # onnx raises DecodeError and others for files that are not ONNX

@@ -21,7 +21,7 @@ def _json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not a sentence-transformers file sparsebert can read
         return None
 
 
