@@ -90,6 +90,7 @@ def test_minilm_parity(variant, isa, minilm_exports, minilm_batch):
     assert_matches_torch(out, ref, minilm_batch["attention_mask"], what=f"MiniLM {variant} on {isa}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(MINILM_VARIANTS))
 def test_minilm_export_layouts(variant, minilm_exports):
     path, report, _ = minilm_exports[variant]

@@ -22,7 +22,8 @@ SOAK = Path(__file__).with_name("soak_worker.py")
 OPS = {"embeddings", "qkv", "attention", "attention_output", "layer_norm", "ffn", "ffn_tiled", "heads_and_output"}
 
 
-@pytest.fixture(scope="module", params=["fp32", "int8"])
+# int8 takes the same paths through the engine's locks and chunks; it joins in the full suite only.
+@pytest.fixture(scope="module", params=["fp32", pytest.param("int8", marks=pytest.mark.slow)])
 def model_file(request, tmp_path_factory):
     model = make_model("base", seed=4, num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                        intermediate_size=256, max_position_embeddings=128)
@@ -38,7 +39,7 @@ def test_fork_at_any_moment_of_a_run(model_file):
 
 
 def test_interpreter_exit_with_daemon_threads_inside_run(model_file):
-    for attempt in range(8):  # the abort it replaces happened about every other exit
+    for attempt in range(5):  # the abort it replaces happened about every other exit
         result = subprocess.run([sys.executable, str(WORKER), "exit_while_running", str(model_file)],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (attempt, result.returncode, result.stderr[-2000:])
@@ -46,8 +47,8 @@ def test_interpreter_exit_with_daemon_threads_inside_run(model_file):
 
 
 def test_inputs_written_during_run_never_read_out_of_bounds(model_file):
-    summary = run_worker(WORKER, "inputs_written_during_run", model_file, 300, timeout=600)
-    assert summary["answered"] + summary["refused"] == 300
+    summary = run_worker(WORKER, "inputs_written_during_run", model_file, 100, timeout=600)
+    assert summary["answered"] + summary["refused"] == 100
 
 
 def test_profile_beside_running_threads(model_file):

@@ -117,6 +117,7 @@ def test_int8_file_round_trip_and_report(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.sbert"]  # calibration files removed
 
 
+@pytest.mark.slow
 def test_calibration_text_file(tmp_path, minilm_dir, minilm_pruned):
     texts = tmp_path / "calibration.txt"
     texts.write_text("\n".join(TEXTS[:10]) + "\n\n")

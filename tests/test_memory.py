@@ -60,6 +60,7 @@ def test_max_batch_tokens_is_checked(small_model, value, error):
 
 
 @not_under_asan
+@pytest.mark.slow
 @pytest.mark.parametrize("quantized", [False, True])
 def test_working_memory_does_not_grow_with_the_batch_and_is_freed(fp32_model, int8_model, quantized):
     path = int8_model if quantized else fp32_model
@@ -80,6 +81,7 @@ def per_token_working_bytes(path) -> float:
 
 
 @not_under_asan
+@pytest.mark.slow
 def test_int8_needs_no_more_working_memory_per_token_than_fp32(fp32_model, int8_model):
     fp32, int8 = per_token_working_bytes(fp32_model), per_token_working_bytes(int8_model)
     assert 0 < fp32 < 16 * 1024, fp32  # the activations of one token through a MiniLM-shaped layer: ~10 KiB

@@ -343,6 +343,7 @@ def _qdq_graph(model, directory, per_channel):
     return quantized
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_qdq_graph_keeps_its_int8_weights_and_scales(attention, per_channel, tmp_path):

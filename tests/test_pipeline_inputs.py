@@ -35,6 +35,7 @@ def qa_pipe(exported):
 
 # ------------------------------------------------------------------------------------------- question answering
 
+@pytest.mark.slow
 def test_a_question_too_long_for_a_window_is_a_value_error_naming_the_limit(qa_pipe):
     # max_seq_len 384, doc_stride 128, 3 special tokens: a window keeps more than 128 context tokens when the
     # question has at most 384 - 3 - 128 - 1 = 252 tokens ("why" is one token). Beyond, tokenizers panicked.

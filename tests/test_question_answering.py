@@ -56,6 +56,7 @@ def reference_answers(model, ckpt, question, context, max_seq_len, doc_stride, t
     return sorted(ranked, key=lambda a: a["score"], reverse=True)[:top_k]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_seq_len, doc_stride", [(384, 128), (64, 40), (48, 16), (40, 0)])
 def test_question_answering_matches_the_reference(exported, max_seq_len, doc_stride):
     model, ckpt, path = exported("question_answering")
