@@ -5,6 +5,7 @@
 // the last tile hold stale but finite values; kernels compute on them and nothing reads them back.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -13,6 +14,27 @@
 namespace sparsebert {
 
 constexpr int32_t kTileTokens = 64;
+
+// Consecutive tiles of a TileMatrix, borrowed: what an op reads or writes in place (a group of tiles of a larger
+// matrix, say) without owning or copying it. Like a span, a const view may still write through tile().
+class TileView {
+ public:
+  TileView(float* data, int32_t features, int32_t rows, int32_t tokens)
+      : data_(data), features_(features), rows_(rows), tokens_(tokens) {}
+
+  int32_t features() const { return features_; }
+  int32_t tokens() const { return tokens_; }
+  int32_t num_tiles() const { return (tokens_ + kTileTokens - 1) / kTileTokens; }
+  int32_t tokens_in_tile(int32_t i) const {
+    const int32_t rest = tokens_ - i * kTileTokens;
+    return rest < kTileTokens ? rest : kTileTokens;
+  }
+  float* tile(int32_t i) const { return data_ + static_cast<int64_t>(i) * rows_ * kTileTokens; }
+
+ private:
+  float* data_;
+  int32_t features_, rows_, tokens_;
+};
 
 class TileMatrix {
  public:
@@ -52,6 +74,13 @@ class TileMatrix {
   int64_t tile_stride() const { return static_cast<int64_t>(rows_) * kTileTokens; }
   float* tile(int32_t i) { return data_.data() + i * tile_stride(); }
   const float* tile(int32_t i) const { return data_.data() + i * tile_stride(); }
+  // All tiles, or tiles [first, first + count), as a view.
+  TileView view() const { return TileView(const_cast<float*>(data_.data()), features_, rows_, tokens_); }
+  TileView view(int32_t first, int32_t count) const {
+    const int32_t tokens = std::min(tokens_ - first * kTileTokens, count * kTileTokens);
+    return TileView(const_cast<float*>(tile(first)), features_, rows_, tokens);
+  }
+
   float& at(int32_t feature, int32_t token) {
     return tile(token / kTileTokens)[static_cast<int64_t>(feature) * kTileTokens + token % kTileTokens];
   }

@@ -42,6 +42,7 @@ struct Encoder::Scratch {
   std::vector<uint8_t> keep;
   TileMatrix hidden, qkv, ctx, attn, cls, pooled, head_out;
   TiledFfnScratch ffn;
+  LinearScratch linear;  // the int8 layers' quantized inputs, kept across layers and calls
   std::vector<AttentionScratch> attention;
   std::vector<AlignedBuffer<float>> ffn_panels;
 };
@@ -201,11 +202,11 @@ void Encoder::run_chunk(Scratch& s, int32_t b0, int32_t count, int32_t seq, std:
     poll(cancel);
     const EncoderLayer& layer = layers_[i];
     const AttentionShape shape{count, seq, layer.heads, head_dim};
-    layer.qkv->forward(kernels_, pool_, s.hidden, s.qkv);
+    layer.qkv->forward(kernels_, pool_, s.hidden, s.qkv, Activation::kNone, nullptr, &s.linear);
     timer.mark("qkv");
     multi_head_attention(kernels_, pool_, shape, s.qkv, s.keep.data() + first, s.attention, s.ctx);
     timer.mark("attention");
-    layer.attn_out->forward(kernels_, pool_, s.ctx, s.attn, Activation::kNone, &s.hidden);
+    layer.attn_out->forward(kernels_, pool_, s.ctx, s.attn, Activation::kNone, &s.hidden, &s.linear);
     timer.mark("attention_output");
     layer_norm(kernels_, pool_, layer.attn_ln, config_.layer_norm_eps, s.attn);
     timer.mark("layer_norm");

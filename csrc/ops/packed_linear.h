@@ -17,6 +17,14 @@ namespace sparsebert {
 
 class ThreadPool;
 
+// Working buffers of a forward call that a caller running many calls in turn keeps, so that they are not allocated
+// (and their pages faulted in) at every call: the int8 layouts' quantized input.
+struct LinearScratch {
+  AlignedBuffer<uint8_t> xq;
+  AlignedBuffer<float> x_scale;
+  AlignedBuffer<int32_t> x_zero;
+};
+
 enum class Layout { kDense, kUnstructured, kBlock4, kBlock4Int8 };
 const char* layout_name(Layout layout);
 
@@ -59,7 +67,12 @@ class PackedLinear {
   // y = act(W x + b) (+ residual) for every token of x, split over the pool. y is resized to rows() x tokens;
   // residual, when given, must be rows() x tokens too.
   void forward(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
-               Activation act = Activation::kNone, const TileMatrix* residual = nullptr) const;
+               Activation act = Activation::kNone, const TileMatrix* residual = nullptr,
+               LinearScratch* scratch = nullptr) const;
+  // The same on views: y (and residual) must already have rows() features and x's tokens.
+  void forward(const KernelTable& kernels, ThreadPool& pool, const TileView& x, const TileView& y,
+               Activation act = Activation::kNone, const TileView* residual = nullptr,
+               LinearScratch* scratch = nullptr) const;
 
   // The pieces of a sparse forward over one token tile (n <= kTileTokens tokens, rows kTileTokens floats apart),
   // for ops that interleave two layers (ops/fused_ffn.h). Sparse layouts only.
@@ -100,8 +113,8 @@ class PackedLinear {
                        int32_t n, const Epilogue& ep) const;
   PairedView kblock_view(int32_t b) const;
   // The int8 forward (packed_linear_run_int8.cc): quantize each input tile once, then rows in parallel.
-  void forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
-                    Activation act, const TileMatrix* residual) const;
+  void forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileView& x, const TileView& y,
+                    Activation act, const TileView* residual, LinearScratch* scratch) const;
   // Row bounds of `chunks` pieces of about equal entries (int8 layout, row pointers `ptr`).
   std::vector<int32_t> split_int8_rows(const int32_t* ptr, int chunks) const;
   // The int8 weights as the kernels of `kernels` take them: as stored, or split into blocks with bounded byte

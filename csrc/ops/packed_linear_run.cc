@@ -108,14 +108,22 @@ void PackedLinear::run_kblock(const KernelTable& kernels, int32_t b, const float
 }
 
 void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
-                           Activation act, const TileMatrix* residual) const {
+                           Activation act, const TileMatrix* residual, LinearScratch* scratch) const {
+  y.resize(rows_, x.tokens());
+  const TileView r = residual ? residual->view() : TileView(nullptr, 0, 0, 0);
+  forward(kernels, pool, x.view(), y.view(), act, residual ? &r : nullptr, scratch);
+}
+
+void PackedLinear::forward(const KernelTable& kernels, ThreadPool& pool, const TileView& x, const TileView& y,
+                           Activation act, const TileView* residual, LinearScratch* scratch) const {
   if (x.features() != cols_)
     throw std::invalid_argument("PackedLinear: input has " + std::to_string(x.features()) + " features, expected " +
                                 std::to_string(cols_));
-  y.resize(rows_, x.tokens());
+  if (y.features() != rows_ || y.tokens() != x.tokens())
+    throw std::invalid_argument("PackedLinear: output shape does not match");
   if (residual && (residual->features() != rows_ || residual->tokens() != x.tokens()))
     throw std::invalid_argument("PackedLinear: residual shape does not match the output");
-  if (layout_ == Layout::kBlock4Int8) return forward_int8(kernels, pool, x, y, act, residual);
+  if (layout_ == Layout::kBlock4Int8) return forward_int8(kernels, pool, x, y, act, residual, scratch);
   const int32_t tiles = x.num_tiles();
   const bool dense = layout_ == Layout::kDense;
   // Static schedule with the same tile -> thread map as every other op (pool.parallel_for_static): a thread

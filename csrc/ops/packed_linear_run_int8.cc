@@ -27,27 +27,32 @@ std::vector<int32_t> PackedLinear::split_int8_rows(const int32_t* ptr, int chunk
   return bounds;
 }
 
-void PackedLinear::forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileMatrix& x, TileMatrix& y,
-                                Activation act, const TileMatrix* residual) const {
+void PackedLinear::forward_int8(const KernelTable& kernels, ThreadPool& pool, const TileView& x, const TileView& y,
+                                Activation act, const TileView* residual, LinearScratch* scratch) const {
   const int32_t tiles = x.num_tiles();
   const int64_t blocks = (cols_ + 3) / 4;
   const int64_t tile_bytes = blocks * kTileTokens * 4;
   // The quantized input of one group of tiles at a time, so the int8 path needs no working memory per token beyond
-  // what the float path does. Per call, not per engine: a PackedLinear is shared and may run in several engines
-  // at once.
+  // what the float path does. In the caller's scratch when it keeps one, else per call: a PackedLinear is shared
+  // and may run in several engines at once.
   const int threads = pool.size();
   const int32_t group = std::min(tiles, std::max<int32_t>(kInt8GroupTiles, 2 * threads));
-  AlignedBuffer<uint8_t> xq(static_cast<std::size_t>(tile_bytes * group));
-  AlignedBuffer<float> x_scale(static_cast<std::size_t>(kTileTokens) * group);
-  AlignedBuffer<int32_t> x_zero(static_cast<std::size_t>(kTileTokens) * group);
+  LinearScratch local;
+  LinearScratch& buffers = scratch ? *scratch : local;
+  buffers.xq.ensure(static_cast<std::size_t>(tile_bytes * group));
+  buffers.x_scale.ensure(static_cast<std::size_t>(kTileTokens) * group);
+  buffers.x_zero.ensure(static_cast<std::size_t>(kTileTokens) * group);
+  uint8_t* const xq = buffers.xq.data();
+  float* const x_scale = buffers.x_scale.data();
+  int32_t* const x_zero = buffers.x_zero.data();
   const Int8View view = int8_view(kernels);
   const bool has_act = act != Activation::kNone;
   for (int32_t t0 = 0; t0 < tiles; t0 += group) {
     const int32_t count = std::min(group, tiles - t0);
     pool.parallel_for_static(count, [&](int i, int) {
       const int32_t tile = t0 + i;
-      kernels.quantize(cols_, x.tokens_in_tile(tile), x.tile(tile), kTileTokens, xq.data() + i * tile_bytes,
-                       kTileTokens, x_scale.data() + i * kTileTokens, x_zero.data() + i * kTileTokens);
+      kernels.quantize(cols_, x.tokens_in_tile(tile), x.tile(tile), kTileTokens, xq + i * tile_bytes,
+                       kTileTokens, x_scale + i * kTileTokens, x_zero + i * kTileTokens);
     });
     // As in forward(): tiles cut into row pieces so that every thread gets the same share.
     const int chunks = std::max(1, std::min(threads / std::gcd(count, threads), rows_));
@@ -62,8 +67,8 @@ void PackedLinear::forward_int8(const KernelTable& kernels, ThreadPool& pool, co
         ep.residual = residual->tile(tile);
         ep.ldr = kTileTokens;
       }
-      kernels.spmm_block4_i8(view, r0, r1, xq.data() + i * tile_bytes, kTileTokens, x_scale.data() + i * kTileTokens,
-                             x_zero.data() + i * kTileTokens, y.tile(tile), kTileTokens, n, ep);
+      kernels.spmm_block4_i8(view, r0, r1, xq + i * tile_bytes, kTileTokens, x_scale + i * kTileTokens,
+                             x_zero + i * kTileTokens, y.tile(tile), kTileTokens, n, ep);
       if (!has_act) return;
       Epilogue rest;
       rest.act = act;

@@ -12,13 +12,15 @@ namespace sparsebert {
 
 class ThreadPool;
 
-// The group's buffers: input, intermediate and output tiles of one group, reused across calls.
+// What the op keeps between calls: one group's intermediate tiles, and the linears' own buffers.
 struct TiledFfnScratch {
-  TileMatrix x, mid, y;
+  TileMatrix mid;
+  LinearScratch linear;
 };
 
-// y = down(act(up(x))) + x, group by group of `group_tiles` tiles; y is resized to down.rows() x x.tokens().
-// Each output row is summed in the same order as by one ungrouped call, so the result is bit-identical.
+// y = down(act(up(x))) + x, group by group of `group_tiles` tiles, in place on views of x and y (no copies);
+// y is resized to down.rows() x x.tokens(). Each output row is summed in the same order as by one ungrouped
+// call, so the result is bit-identical.
 void tiled_ffn(const KernelTable& kernels, ThreadPool& pool, const PackedLinear& up, const PackedLinear& down,
                Activation act, const TileMatrix& x, TileMatrix& y, int32_t group_tiles, TiledFfnScratch& scratch);
 
