@@ -66,11 +66,8 @@ class TileMatrix {
   int32_t features() const { return features_; }
   int32_t rows() const { return rows_; }
   int32_t tokens() const { return tokens_; }
-  int32_t num_tiles() const { return (tokens_ + kTileTokens - 1) / kTileTokens; }
-  int32_t tokens_in_tile(int32_t i) const {
-    const int32_t rest = tokens_ - i * kTileTokens;
-    return rest < kTileTokens ? rest : kTileTokens;
-  }
+  int32_t num_tiles() const { return view().num_tiles(); }
+  int32_t tokens_in_tile(int32_t i) const { return view().tokens_in_tile(i); }
   int64_t tile_stride() const { return static_cast<int64_t>(rows_) * kTileTokens; }
   float* tile(int32_t i) { return data_.data() + i * tile_stride(); }
   const float* tile(int32_t i) const { return data_.data() + i * tile_stride(); }
