@@ -123,11 +123,13 @@ std::string default_isa() {
 const KernelTable& kernels_for(const std::string& isa) {
   check_runnable(isa, "");
   // Built on first use and only after the check above: an ISA's code may execute only on a CPU that has it.
-  static std::mutex mu;
-  static std::map<std::string, KernelTable> tables;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = tables.find(isa);
-  if (it == tables.end()) it = tables.emplace(isa, build_table(isa)).first;
+  // Never destroyed: engines' worker threads may still be computing with a table while the process exits (a
+  // daemon thread inside run() at interpreter exit), so the tables must outlive static destruction.
+  static std::mutex* mu = new std::mutex;
+  static auto* tables = new std::map<std::string, KernelTable>;
+  std::lock_guard<std::mutex> lock(*mu);
+  auto it = tables->find(isa);
+  if (it == tables->end()) it = tables->emplace(isa, build_table(isa)).first;
   return it->second;  // std::map never moves its elements
 }
 
