@@ -35,7 +35,7 @@ def model_file(request, tmp_path_factory):
 
 # GCC 12's AddressSanitizer takes its allocator's own locks without guarding fork(): a child forked while another
 # thread allocates can deadlock inside ASan's malloc (seen with gdb), which glibc's malloc never does.
-@pytest.mark.skipif(_core.SANITIZED, reason="the sanitizer's allocator does not survive fork() beside allocating threads")
+@pytest.mark.skipif(_core.SANITIZED, reason="ASan's allocator does not survive fork() beside allocating threads")
 def test_fork_at_any_moment_of_a_run(model_file):
     outcomes = run_worker(WORKER, "fork_during_run", model_file, 30, timeout=600)["outcomes"]
     assert outcomes == [0] * 30, outcomes  # 3: wrong result, -14: hung (SIGALRM), other: crashed
