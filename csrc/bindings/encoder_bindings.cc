@@ -108,8 +108,10 @@ py::dict to_dict(std::map<std::string, Output>&& out) {
 }
 
 // Runs the encoder on checked int32 inputs without the GIL (bindings/without_gil.h: Ctrl-C, interpreter exit).
+// logits_at: None, or int32 [pairs, 2] (batch, position) pairs for a masked-LM head (the encoder checks values).
 std::map<std::string, Output> run_encoder(Encoder& e, const py::handle& ids, const py::handle& mask,
-                                          const py::handle& types, bool hidden_states, Profile* profile) {
+                                          const py::handle& types, bool hidden_states, Profile* profile,
+                                          const py::handle& logits_at = py::none()) {
   auto a = input_array(ids, "input_ids");
   auto b = input_array(mask, "attention_mask");
   auto c = input_array(types, "token_type_ids");
@@ -118,14 +120,22 @@ std::map<std::string, Output> run_encoder(Encoder& e, const py::handle& ids, con
   if (a.shape(0) > std::numeric_limits<int32_t>::max() || a.shape(1) > std::numeric_limits<int32_t>::max())
     throw py::value_error("inputs hold more tokens than one call takes (" + std::to_string(kMaxTokens) + ")");
   const auto batch = static_cast<int32_t>(a.shape(0)), seq = static_cast<int32_t>(a.shape(1));
+  py::array_t<int32_t, py::array::c_style> pairs;
+  LogitsAt at;
+  if (!logits_at.is_none()) {
+    pairs = checked_array<int32_t>(logits_at, "logits_at");
+    check_shape(pairs, {-1, 2}, "logits_at");
+    at = LogitsAt{pairs.data(), static_cast<int64_t>(pairs.shape(0))};
+  }
   return call_without_gil([&](const std::atomic<bool>* cancel) {
-    return e.run(a.data(), b.data(), c.data(), batch, seq, hidden_states, profile, cancel);
+    return e.run(a.data(), b.data(), c.data(), batch, seq, hidden_states, profile, cancel,
+                 logits_at.is_none() ? nullptr : &at);
   });
 }
 
 py::dict run(Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types,
-             bool hidden_states) {
-  return to_dict(run_encoder(e, ids, mask, types, hidden_states, nullptr));
+             bool hidden_states, const py::handle& logits_at) {
+  return to_dict(run_encoder(e, ids, mask, types, hidden_states, nullptr, logits_at));
 }
 
 py::tuple run_profiled(Encoder& e, const py::handle& ids, const py::handle& mask, const py::handle& types) {
@@ -156,7 +166,7 @@ void register_encoder(py::module_& m) {
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("num_threads"), py::arg("isa"),
            py::arg("fuse_ffn") = true, py::arg("max_batch_tokens") = kDefaultMaxBatchTokens)
       .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"),
-           py::arg("hidden_states") = false)
+           py::arg("hidden_states") = false, py::arg("logits_at") = py::none())
       .def("run_profiled", &run_profiled, py::arg("input_ids"), py::arg("attention_mask"),
            py::arg("token_type_ids"),
            "(outputs, [(op, milliseconds)]): run() with this call's op times, each op summed over layers.")

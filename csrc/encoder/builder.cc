@@ -108,8 +108,24 @@ std::unique_ptr<Encoder> build_encoder(const ConfigMap& config, const EncoderWei
   if (linears.count("pooler")) pooler = take.linear("pooler", linears.at("pooler"));
   for (const char* name : {"classifier", "qa_outputs"})
     if (linears.count(name)) head = take.linear(name, linears.at(name));
+  std::unique_ptr<MaskedLmHead> masked_lm;
+  if (cfg.head == Head::kMaskedLm) {
+    masked_lm = std::make_unique<MaskedLmHead>();
+    masked_lm->transform = take.linear("mlm.transform", linears.at("mlm.transform"));
+    masked_lm->act = cfg.mlm_act;
+    masked_lm->eps = cfg.layer_norm_eps;
+    for (auto& [name, dst] : {std::pair<const char*, AlignedBuffer<float>*>{"mlm.layer_norm.weight",
+                                                                            &masked_lm->norm.gamma},
+                              {"mlm.layer_norm.bias", &masked_lm->norm.beta}})
+      take.copy_array(name, arrays.at(name), *dst);
+    if (cfg.mlm_decoder_tied)
+      take.copy_array("mlm.decoder_bias", arrays.at("mlm.decoder_bias"), masked_lm->tied_bias);
+    else
+      masked_lm->decoder = take.linear("mlm.decoder", linears.at("mlm.decoder"));
+  }
   take.reject_unused();
-  return std::make_unique<Encoder>(cfg, std::move(emb), std::move(layers), pooler, head, num_threads, isa, options);
+  return std::make_unique<Encoder>(cfg, std::move(emb), std::move(layers), pooler, head, std::move(masked_lm),
+                                   num_threads, isa, options);
 }
 
 }  // namespace sparsebert

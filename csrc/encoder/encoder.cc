@@ -45,6 +45,13 @@ struct Encoder::Scratch {
   LinearScratch linear;  // the int8 layers' quantized inputs, kept across layers and calls
   std::vector<AttentionScratch> attention;
   std::vector<AlignedBuffer<float>> ffn_panels;
+  // Masked-LM logits at chosen tokens: the copied pairs, their indices ordered by sequence (stable), and one
+  // chunk's picked tokens and output rows.
+  std::vector<int32_t> picks;
+  std::vector<int64_t> pick_order, pick_rows;
+  std::vector<int32_t> pick_tokens;
+  bool all_tokens = true;
+  MaskedLmScratch mlm;
 };
 
 // Adds the time since the previous mark to an op of the call's profile (nothing when not profiling).
@@ -71,12 +78,14 @@ class Encoder::Timer {
 
 Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
                  std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
-                 int num_threads, const std::string& isa, const EncoderOptions& options)
+                 std::unique_ptr<MaskedLmHead> masked_lm, int num_threads, const std::string& isa,
+                 const EncoderOptions& options)
     : config_(config),
       embeddings_(std::move(embeddings)),
       layers_(std::move(layers)),
       pooler_(std::move(pooler)),
       head_linear_(std::move(head_linear)),
+      masked_lm_(std::move(masked_lm)),
       isa_(isa),
       kernels_(kernels_for(isa)),
       pool_(num_threads),
@@ -111,7 +120,29 @@ void Encoder::check_inputs(const Scratch& s, int64_t tokens) const {
   }
 }
 
-std::map<std::string, Output> Encoder::allocate_outputs(int32_t batch, int32_t seq, bool hidden_states) const {
+bool Encoder::take_logits_at(Scratch& s, const LogitsAt* logits_at, int32_t batch, int32_t seq) const {
+  if (logits_at == nullptr) return false;
+  require(config_.head == Head::kMaskedLm, "logits_at is for a model with a masked_lm head");
+  const int64_t count = logits_at->count, most = static_cast<int64_t>(batch) * seq;
+  require(count >= 0 && count <= most, "logits_at holds " + std::to_string(count) +
+                                           " pairs; a call takes at most one per token (" + std::to_string(most) +
+                                           ")");
+  s.picks.assign(logits_at->pairs, logits_at->pairs + 2 * count);
+  for (int64_t i = 0; i < count; ++i) {
+    const int32_t b = s.picks[2 * i], p = s.picks[2 * i + 1];
+    require(b >= 0 && b < batch && p >= 0 && p < seq,
+            "logits_at pair " + std::to_string(i) + " is (" + std::to_string(b) + ", " + std::to_string(p) +
+                "), outside batch [0, " + std::to_string(batch) + ") x position [0, " + std::to_string(seq) + ")");
+  }
+  s.pick_order.resize(count);
+  for (int64_t i = 0; i < count; ++i) s.pick_order[i] = i;
+  std::stable_sort(s.pick_order.begin(), s.pick_order.end(),
+                   [&](int64_t x, int64_t y) { return s.picks[2 * x] < s.picks[2 * y]; });
+  return true;
+}
+
+std::map<std::string, Output> Encoder::allocate_outputs(int32_t batch, int32_t seq, bool hidden_states,
+                                                        int64_t picks) const {
   std::map<std::string, Output> out;
   const int64_t b = batch, s = seq, h = config_.hidden;
   auto add = [&](const char* name, std::vector<int64_t> shape) {
@@ -126,6 +157,12 @@ std::map<std::string, Output> Encoder::allocate_outputs(int32_t batch, int32_t s
   if (pooler_ && !config_.pooler_is_head) add("pooler_output", {b, h});
   if (config_.head == Head::kSequenceClassification) add("logits", {b, config_.num_labels});
   if (config_.head == Head::kTokenClassification) add("logits", {b, s, config_.num_labels});
+  if (config_.head == Head::kMaskedLm) {
+    if (picks < 0)
+      add("logits", {b, s, config_.vocab});
+    else
+      add("logits", {picks, config_.vocab});
+  }
   if (config_.head == Head::kQuestionAnswering) {
     add("start_logits", {b, s});
     add("end_logits", {b, s});
@@ -135,7 +172,8 @@ std::map<std::string, Output> Encoder::allocate_outputs(int32_t batch, int32_t s
 
 std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32_t* attention_mask,
                                            const int32_t* token_type_ids, int32_t batch, int32_t seq,
-                                           bool hidden_states, Profile* profile, const std::atomic<bool>* cancel) {
+                                           bool hidden_states, Profile* profile, const std::atomic<bool>* cancel,
+                                           const LogitsAt* logits_at) {
   require(batch > 0 && seq > 0, "inputs have shape [" + std::to_string(batch) + ", " + std::to_string(seq) +
                                     "]: batch and sequence length must be at least 1");
   require(seq <= config_.max_sequence(),
@@ -152,8 +190,10 @@ std::map<std::string, Output> Encoder::run(const int32_t* input_ids, const int32
   s.keep.resize(tokens);
   for (int64_t t = 0; t < tokens; ++t) s.keep[t] = attention_mask[t] == 0 ? 0 : attention_mask[t] == 1 ? 1 : 2;
   check_inputs(s, tokens);
+  s.all_tokens = !take_logits_at(s, logits_at, batch, seq);
 
-  std::map<std::string, Output> out = allocate_outputs(batch, seq, hidden_states);
+  std::map<std::string, Output> out =
+      allocate_outputs(batch, seq, hidden_states, s.all_tokens ? -1 : static_cast<int64_t>(s.pick_order.size()));
   Timer timer(profile);
   if (profile) profile->clear();
   const int32_t chunk = std::max<int32_t>(1, max_batch_tokens_ / seq);  // whole sequences per chunk
@@ -243,8 +283,36 @@ void Encoder::run_chunk(Scratch& s, int32_t b0, int32_t count, int32_t seq, std:
       start[t] = s.head_out.at(0, t);
       end[t] = s.head_out.at(1, t);
     }
+  } else if (config_.head == Head::kMaskedLm) {
+    timer.mark("heads_and_output");
+    masked_lm(s, b0, count, seq, out["logits"]);
+    timer.mark("masked_lm");
+    return;
   }
   timer.mark("heads_and_output");
+}
+
+void Encoder::masked_lm(Scratch& s, int32_t b0, int32_t count, int32_t seq, Output& logits) {
+  s.pick_tokens.clear();
+  s.pick_rows.clear();
+  const int64_t first = static_cast<int64_t>(b0) * seq;
+  if (s.all_tokens) {
+    for (int32_t t = 0; t < count * seq; ++t) {
+      s.pick_tokens.push_back(t);
+      s.pick_rows.push_back(first + t);
+    }
+  } else {
+    // The pairs of sequences [b0, b0 + count): a range of pick_order, which is ordered by sequence.
+    const auto below = [&](int64_t i, int32_t b) { return s.picks[2 * i] < b; };
+    auto it = std::lower_bound(s.pick_order.begin(), s.pick_order.end(), b0, below);
+    const auto end = std::lower_bound(it, s.pick_order.end(), b0 + count, below);
+    for (; it != end; ++it) {
+      s.pick_tokens.push_back((s.picks[2 * *it] - b0) * seq + s.picks[2 * *it + 1]);
+      s.pick_rows.push_back(*it);
+    }
+  }
+  masked_lm_logits(kernels_, pool_, *masked_lm_, embeddings_.word.data(), config_.vocab, s.hidden, s.pick_tokens,
+                   s.pick_rows, logits.data.data(), s.mlm);
 }
 
 void Encoder::ffn(const EncoderLayer& layer, Scratch& s, Timer& timer) {

@@ -16,6 +16,7 @@
 #include "common/tile_matrix.h"
 #include "common/thread_pool.h"
 #include "encoder/encoder_spec.h"
+#include "encoder/masked_lm.h"
 #include "kernels/kernels.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
@@ -56,6 +57,13 @@ class Cancelled : public std::exception {
   const char* what() const noexcept override { return "run cancelled"; }
 };
 
+// Where a masked-LM head computes its logits: at every token (logits [batch, seq, vocab]), or at `count` chosen
+// (batch, position) pairs, `pairs` holding 2 * count values (logits [count, vocab], in the pairs' order).
+struct LogitsAt {
+  const int32_t* pairs = nullptr;
+  int64_t count = 0;
+};
+
 // Token tiles per group of the unfused FFN (ops/tiled_ffn.h): enough for every thread, little memory.
 constexpr int32_t kFfnGroupTiles = 8;
 
@@ -64,7 +72,8 @@ class Encoder {
   // Takes ownership of fully validated weights (encoder/builder.h checks names and shapes).
   Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<EncoderLayer> layers,
           std::shared_ptr<const PackedLinear> pooler, std::shared_ptr<const PackedLinear> head_linear,
-          int num_threads, const std::string& isa, const EncoderOptions& options);
+          std::unique_ptr<MaskedLmHead> masked_lm, int num_threads, const std::string& isa,
+          const EncoderOptions& options);
   ~Encoder();
   Encoder(const Encoder&) = delete;
   Encoder& operator=(const Encoder&) = delete;
@@ -74,11 +83,12 @@ class Encoder {
   // With hidden_states, the output also holds "hidden_states" [layers + 1, batch, seq, hidden]: the embeddings'
   // output, then each layer's (the last is last_hidden_state), as transformers' output_hidden_states.
   // `profile`, when given, receives this call's op timings; `cancel`, when given, is polled between layers and
-  // chunks (Cancelled). Concurrent calls are serialised.
+  // chunks (Cancelled). `logits_at`, for a masked-LM head only, limits its logits to chosen tokens (copied and
+  // checked like the inputs). Concurrent calls are serialised.
   std::map<std::string, Output> run(const int32_t* input_ids, const int32_t* attention_mask,
                                     const int32_t* token_type_ids, int32_t batch, int32_t seq,
                                     bool hidden_states = false, Profile* profile = nullptr,
-                                    const std::atomic<bool>* cancel = nullptr);
+                                    const std::atomic<bool>* cancel = nullptr, const LogitsAt* logits_at = nullptr);
 
   const std::string& isa() const { return isa_; }
   int num_threads() const { return pool_.size(); }
@@ -90,7 +100,12 @@ class Encoder {
   class Timer;
 
   void check_inputs(const Scratch& s, int64_t tokens) const;
-  std::map<std::string, Output> allocate_outputs(int32_t batch, int32_t seq, bool hidden_states) const;
+  // Copies and checks the chosen pairs into s (s.picks, s.pick_order); false when every token is wanted.
+  bool take_logits_at(Scratch& s, const LogitsAt* logits_at, int32_t batch, int32_t seq) const;
+  std::map<std::string, Output> allocate_outputs(int32_t batch, int32_t seq, bool hidden_states,
+                                                 int64_t picks) const;
+  // The masked-LM logits of the chunk's tokens the call wants.
+  void masked_lm(Scratch& s, int32_t b0, int32_t count, int32_t seq, Output& logits);
   // Sequences [b0, b0 + count) of the call, from the inputs copied into s, written into their slices of `out`.
   void run_chunk(Scratch& s, int32_t b0, int32_t count, int32_t seq, std::map<std::string, Output>& out,
                  Timer& timer, const std::atomic<bool>* cancel);
@@ -100,6 +115,7 @@ class Encoder {
   EmbeddingTables embeddings_;
   std::vector<EncoderLayer> layers_;
   std::shared_ptr<const PackedLinear> pooler_, head_linear_;
+  std::unique_ptr<MaskedLmHead> masked_lm_;
   std::string isa_;
   const KernelTable& kernels_;
   ThreadPool pool_;

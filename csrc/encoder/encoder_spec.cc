@@ -150,6 +150,7 @@ Head parse_head(const std::string& head) {
   if (head == "sequence_classification") return Head::kSequenceClassification;
   if (head == "question_answering") return Head::kQuestionAnswering;
   if (head == "token_classification") return Head::kTokenClassification;
+  if (head == "masked_lm") return Head::kMaskedLm;
   return Head::kNone;
 }
 
@@ -174,9 +175,11 @@ const std::vector<ChoiceKey>& config_choice_keys() {
   static const std::vector<ChoiceKey> keys = {
       {"model_type", true, {"bert", "distilbert", "roberta"}},
       {"hidden_act", true, {"gelu", "gelu_new", "gelu_pytorch_tanh", "relu"}},
-      {"head", true, {"none", "sequence_classification", "question_answering", "token_classification"}},
+      {"head", true, {"none", "sequence_classification", "question_answering", "token_classification", "masked_lm"}},
       {"position_ids", false, {"absolute", "padding_offset"}},
       {"pooler_act", false, {"tanh", "relu"}},
+      {"mlm_act", false, {"gelu", "gelu_new", "gelu_pytorch_tanh", "relu"}},
+      {"mlm_decoder", false, {"tied", "separate"}},
   };
   return keys;
 }
@@ -217,6 +220,8 @@ EncoderConfig parse_config(const ConfigMap& config) {
   cfg.pooler_act = parse_activation(read.choice(choice_key("pooler_act")));
   cfg.positions_from_ids = read.choice(choice_key("position_ids")) == "padding_offset";
   if (cfg.positions_from_ids) cfg.pad_token_id = read.integer(int_key("pad_token_id"));
+  cfg.mlm_act = parse_activation(read.choice(choice_key("mlm_act")));
+  cfg.mlm_decoder_tied = read.choice(choice_key("mlm_decoder")) == "tied";
   if (!problems.empty()) problems.raise();
 
   // Rules between keys, checked once every key is known to be well formed.
@@ -229,6 +234,8 @@ EncoderConfig parse_config(const ConfigMap& config) {
     problems.add("head 'token_classification' needs num_labels >= 1");
   if (cfg.head == Head::kQuestionAnswering && cfg.num_labels != kQaOutputs)
     problems.add("head 'question_answering' needs num_labels = " + std::to_string(kQaOutputs));
+  if (cfg.head != Head::kMaskedLm && (read.find("mlm_act") || read.find("mlm_decoder")))
+    problems.add("mlm_act and mlm_decoder are keys of head 'masked_lm'");
   if (cfg.pooler_is_head && !(cfg.has_pooler && cfg.head == Head::kSequenceClassification))
     problems.add("pooler_is_head needs a pooler and head 'sequence_classification'");
   if (cfg.positions_from_ids && !(cfg.pad_token_id < cfg.vocab && cfg.pad_token_id + 1 < cfg.max_positions))
@@ -270,10 +277,20 @@ EncoderSpec encoder_spec(const ConfigMap& config) {
   if (c.head == Head::kSequenceClassification || c.head == Head::kTokenClassification)
     linear("classifier", c.num_labels, h);
   if (c.head == Head::kQuestionAnswering) linear("qa_outputs", kQaOutputs, h);
+  if (c.head == Head::kMaskedLm) {
+    linear("mlm.transform", h, h);
+    array("mlm.layer_norm.weight", {h});
+    array("mlm.layer_norm.bias", {h});
+    // Tied: the decoder's weight is embeddings.word_embeddings, only its bias is stored.
+    if (c.mlm_decoder_tied)
+      array("mlm.decoder_bias", {c.vocab});
+    else
+      linear("mlm.decoder", c.vocab, h);
+  }
 
   spec.outputs = {"last_hidden_state"};
   if (c.has_pooler && !c.pooler_is_head) spec.outputs.emplace_back("pooler_output");
-  if (c.head == Head::kSequenceClassification || c.head == Head::kTokenClassification)
+  if (c.head == Head::kSequenceClassification || c.head == Head::kTokenClassification || c.head == Head::kMaskedLm)
     spec.outputs.emplace_back("logits");
   if (c.head == Head::kQuestionAnswering) {
     spec.outputs.emplace_back("start_logits");

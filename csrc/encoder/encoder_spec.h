@@ -45,7 +45,7 @@ struct ChoiceKey {
 };
 const std::vector<ChoiceKey>& config_choice_keys();
 
-enum class Head { kNone, kSequenceClassification, kQuestionAnswering, kTokenClassification };
+enum class Head { kNone, kSequenceClassification, kQuestionAnswering, kTokenClassification, kMaskedLm };
 
 struct EncoderConfig {
   int32_t hidden = 0, layers = 0, heads = 0, intermediate = 0, vocab = 0, max_positions = 0, type_vocab = 0;
@@ -64,6 +64,10 @@ struct EncoderConfig {
   int32_t pad_token_id = 0;
   // Attention heads and FFN neurons each layer kept (structured compaction); all of them when not given.
   std::vector<int32_t> layer_heads, layer_intermediate;
+  // Masked-LM head (encoder/masked_lm.h): the transform's activation (BERT and DistilBERT: hidden_act; RoBERTa:
+  // gelu), and whether the decoder is the word embedding table (tied: stored once) or a linear of its own.
+  Activation mlm_act = Activation::kGelu;
+  bool mlm_decoder_tied = true;
 
   // The longest sequence whose position ids stay inside the position table.
   int32_t max_sequence() const { return positions_from_ids ? max_positions - pad_token_id - 1 : max_positions; }
