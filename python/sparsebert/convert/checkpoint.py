@@ -22,14 +22,18 @@ ARCHITECTURES = {
     "BertForSequenceClassification": ("bert", "sequence_classification"),
     "BertForQuestionAnswering": ("bert", "question_answering"),
     "BertForTokenClassification": ("bert", "token_classification"),
+    "BertForMaskedLM": ("bert", "masked_lm"),
+    "BertForPreTraining": ("bert", "masked_lm"),  # plus a next-sentence head, never exported
     "RobertaModel": ("roberta", "none"),
     "RobertaForSequenceClassification": ("roberta", "sequence_classification"),
     "RobertaForQuestionAnswering": ("roberta", "question_answering"),
     "RobertaForTokenClassification": ("roberta", "token_classification"),
+    "RobertaForMaskedLM": ("roberta", "masked_lm"),
     "DistilBertModel": ("distilbert", "none"),
     "DistilBertForSequenceClassification": ("distilbert", "sequence_classification"),
     "DistilBertForQuestionAnswering": ("distilbert", "question_answering"),
     "DistilBertForTokenClassification": ("distilbert", "token_classification"),
+    "DistilBertForMaskedLM": ("distilbert", "masked_lm"),
 }
 FAMILIES = ("bert", "roberta", "distilbert")  # config.json model_type values
 ENCODER_PREFIXES = {family: family + "." for family in FAMILIES}  # task models keep the encoder under .<family>
@@ -42,7 +46,8 @@ class Checkpoint:
     hf_config: dict[str, Any]
     weights: dict[str, np.ndarray]  # names without the family's encoder prefix
     family: str  # "bert", "roberta" or "distilbert"
-    head: str  # encoder head: "none", "sequence_classification", "question_answering", "token_classification"
+    head: str  # the checkpoint's head: "none", "sequence_classification", "question_answering",
+    # "token_classification", "masked_lm" (the head an export keeps: masked_lm.export_head)
     architecture: str  # the transformers class name (or the one inferred from the weights)
     source: str  # for messages and the file's producer record
     prefixed: bool  # whether the source named encoder weights "<family>.*"
@@ -79,10 +84,17 @@ def canonical_weights(raw: dict[str, Any], family: str) -> tuple[dict[str, Any],
 _CLASS_NAMES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert"}
 _SEQUENCE_CLASSIFIER_MARKS = {"bert": "pooler.dense.weight", "roberta": "classifier.dense.weight",
                               "distilbert": "pre_classifier.weight"}
+# A masked-LM head's transform (the decoder may be left out of a file: it is the word embeddings).
+_MASKED_LM_MARKS = {"bert": "cls.predictions.transform.dense.weight", "roberta": "lm_head.dense.weight",
+                    "distilbert": "vocab_transform.weight"}
 
 
 def architecture_of_weights(weights: dict[str, Any], family: str) -> str:
     name = _CLASS_NAMES[family]
+    if "cls.seq_relationship.weight" in weights:
+        return "BertForPreTraining"
+    if _MASKED_LM_MARKS[family] in weights:
+        return f"{name}ForMaskedLM"
     if "qa_outputs.weight" in weights:
         return f"{name}ForQuestionAnswering"
     if "classifier.out_proj.weight" in weights or (

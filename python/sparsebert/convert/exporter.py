@@ -21,7 +21,7 @@ from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
 from ..tokenizer_text import TOKENIZER_FILE, tokenizer_json
-from . import compaction, hf_bert, hf_config, hf_distilbert, qat
+from . import compaction, hf_bert, hf_config, hf_distilbert, masked_lm, qat
 from .calibration import calibrate
 from .checkpoint import Checkpoint
 from .destination import check_destination, files_read
@@ -96,6 +96,7 @@ def export(
     config: Any = None,
     quantize: str | None = None,
     calibration: str | os.PathLike | None = None,
+    head: str | None = None,
 ) -> ExportReport:
     """Export a BERT, RoBERTa or DistilBERT checkpoint (directory or transformers model) to a ``.sbert`` file.
 
@@ -120,12 +121,17 @@ def export(
     tokens) and the agreement is stored in the file and printed (convert/calibration.py), for the whole model and
     after each layer. A quantized checkpoint whose weight scales can be read (QAT fake-quantizers, torch's
     quantized linears, a QDQ ONNX graph: convert/qat.py, convert/onnx_import.py) keeps its int8 weights and scales.
+
+    Masked-LM checkpoints (BertForMaskedLM, BertForPreTraining, RobertaForMaskedLM, DistilBertForMaskedLM) export
+    as their bare encoder, as the base model would; ``head="masked_lm"`` keeps the masked-LM head (logits over the
+    vocabulary, its decoder tied to the word embeddings and stored once: convert/masked_lm.py) for the
+    ``fill-mask`` pipeline. ``head="none"`` exports any checkpoint's bare encoder. What is left out is reported.
     """
-    _check_arguments(layout, dense_below, quantize, calibration)
+    _check_arguments(layout, dense_below, quantize, calibration, head)
     check_destination(out_path, files_read(source, tokenizer, config, calibration))
     try:
         report = _export(source, out_path, LayoutOptions(layout, dense_below, quantize), compact, tokenizer, config,
-                         calibration)
+                         calibration, head)
     except OSError as exc:
         if exc.filename is None and exc.errno is not None:  # a failed write names no file: name the destination
             raise OSError(exc.errno, exc.strerror, os.fspath(out_path)) from exc
@@ -136,15 +142,16 @@ def export(
 
 
 def _export(source: Any, out_path: str | os.PathLike, options: LayoutOptions, compact: bool, tokenizer: Any,
-            config: Any, calibration: str | os.PathLike | None) -> ExportReport:
+            config: Any, calibration: str | os.PathLike | None, head: str | None = None) -> ExportReport:
     layout, dense_below, quantize = options.layout, options.dense_below, options.quantize
     found = read_checkpoint(source, tokenizer, config)
-    model = map_names(found)
+    model = map_names(found, head)
     if compact:
         compact_model(model, options)
     packed = pack(model.items, choose_layouts(model.items, options), model.row_scales)
     grid = qat.grid_summary(found.checkpoint.weight_scales, model.row_scales, quantize == "int8")
-    notes = [describe_compaction(model.config), found.sentence_note, grid and describe_quantized_checkpoint(grid)]
+    notes = [masked_lm.describe_dropped(found.checkpoint, model.config), describe_compaction(model.config),
+             found.sentence_note, grid and describe_quantized_checkpoint(grid)]
     producer = {"name": "sparsebert", "version": __version__, "source": found.checkpoint.source,
                 "architecture": found.checkpoint.architecture, "layout": layout, "dense_below": dense_below,
                 "compact": compact, **({"quantized_checkpoint": grid} if grid else {})}
@@ -160,7 +167,8 @@ def _export(source: Any, out_path: str | os.PathLike, options: LayoutOptions, co
                         notes="\n".join(n for n in notes if n) or None)
 
 
-def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: Any) -> None:
+def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: Any, head: Any = None) -> None:
+    masked_lm.check_head(head)
     if layout not in LAYOUT_CHOICES:
         raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
     if quantize not in QUANTIZE_CHOICES:
@@ -199,11 +207,12 @@ def _tokenizer_text(source: Any, tokenizer: Any) -> str | None:
     return None
 
 
-def map_names(source: Source) -> MappedModel:
+def map_names(source: Source, head: str | None = None) -> MappedModel:
     """The encoder config (UnsupportedModelError listing every misfit) and the checkpoint's tensors under the
-    file's names (hf_bert.py, hf_distilbert.py), with the per-row scales of a quantized checkpoint's linears."""
+    file's names (hf_bert.py, hf_distilbert.py), with the per-row scales of a quantized checkpoint's linears.
+    ``head``: as export()'s (masked_lm.export_head)."""
     checkpoint = source.checkpoint
-    config = hf_config.encoder_config(checkpoint)
+    config = hf_config.encoder_config(checkpoint, head)
     config.update(source.sentence_keys or {})
     mapper = hf_distilbert if checkpoint.family == "distilbert" else hf_bert
     items = mapper.encoder_tensors(checkpoint, config)

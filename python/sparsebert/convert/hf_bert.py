@@ -12,6 +12,7 @@ import numpy as np
 
 from .._native import core
 from ..errors import UnsupportedModelError
+from . import masked_lm
 from .checkpoint import Checkpoint
 from .hf_names import LAYER_NAMES
 
@@ -126,4 +127,6 @@ def head_tensors(take: Collector, config: dict[str, Any], h: int) -> dict[str, I
         items["classifier"] = take.linear("classifier", labels, h, encoder=False)
     elif config["head"] == "question_answering":
         items["qa_outputs"] = take.linear("qa_outputs", core().QA_OUTPUTS, h, encoder=False)
+    elif config["head"] == masked_lm.MASKED_LM:
+        items.update(masked_lm.head_tensors(take, config, h, take.ckpt.family))
     return items

@@ -13,6 +13,7 @@ from typing import Any
 from .._native import core
 from ..errors import UnsupportedModelError
 from ..format import spec
+from . import masked_lm
 from .checkpoint import FAMILIES, Checkpoint
 
 # The config classes' defaults: a config.json only lists what differs from them.
@@ -117,11 +118,12 @@ def _labels(hf: dict[str, Any], source: str) -> tuple[int, dict[str, str]]:
     return num_labels, labels or {str(i): f"LABEL_{i}" for i in range(num_labels)}
 
 
-def encoder_config(ckpt: Checkpoint) -> dict[str, Any]:
-    """The encoder config (ARCHITECTURE.md) for a checkpoint, or UnsupportedModelError listing every misfit."""
+def encoder_config(ckpt: Checkpoint, head: str | None = None) -> dict[str, Any]:
+    """The encoder config (ARCHITECTURE.md) for a checkpoint with the head ``head`` (masked_lm.export_head: by
+    default a task model's own, a masked-LM model's bare encoder), or UnsupportedModelError listing every misfit."""
     check_hf_config(ckpt.hf_config, ckpt.family, ckpt.source)
     hf = normalized(ckpt.hf_config, ckpt.family)
-    head = ckpt.head
+    head = masked_lm.export_head(ckpt, head)
     config = {key: hf[key] for key in INT_KEYS}
     config.update(model_type=ckpt.family, layer_norm_eps=float(hf["layer_norm_eps"]), hidden_act=hf["hidden_act"],
                   head=head)
@@ -132,6 +134,8 @@ def encoder_config(ckpt: Checkpoint) -> dict[str, Any]:
         config.update(num_labels=num_labels, id2label=labels)
     elif head == "question_answering":
         config.update(num_labels=core().QA_OUTPUTS)
+    elif head == masked_lm.MASKED_LM:
+        config.update(masked_lm.config_keys(ckpt, hf))
     else:
         config.update(num_labels=0)
     if head == "sequence_classification":
@@ -139,6 +143,8 @@ def encoder_config(ckpt: Checkpoint) -> dict[str, Any]:
         config.update(has_pooler=True)
         if ckpt.family != "bert":
             config.update(pooler_is_head=True, pooler_act="relu" if ckpt.family == "distilbert" else "tanh")
+    elif head == masked_lm.MASKED_LM:
+        pass  # config_keys: no pooler (BertForPreTraining's only feeds its next-sentence head)
     elif head == "none" and ckpt.family != "distilbert":
         config.update(has_pooler=any(n in ckpt.weights for n in ("pooler.dense.weight", "pooler.dense.bias")))
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._native import core
+from . import masked_lm
 from .hf_bert import Collector, Item, collect_tensors
 from .checkpoint import Checkpoint
 
@@ -30,4 +31,6 @@ def head_tensors(take: Collector, config: dict[str, Any], h: int) -> dict[str, I
         items["classifier"] = take.linear("classifier", labels, h, encoder=False)
     elif config["head"] == "question_answering":
         items["qa_outputs"] = take.linear("qa_outputs", core().QA_OUTPUTS, h, encoder=False)
+    elif config["head"] == masked_lm.MASKED_LM:
+        items.update(masked_lm.head_tensors(take, config, h, "distilbert"))
     return items
