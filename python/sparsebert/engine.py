@@ -163,8 +163,8 @@ class SparseEngine:
 
     # ------------------------------------------------------------------------------------ running
 
-    def run(self, inputs: Mapping[str, Any] | Sequence[Any], output_hidden_states: bool = False
-            ) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, Any] | Sequence[Any], output_hidden_states: bool = False,
+            logits_at: Any = None) -> dict[str, np.ndarray]:
         """Encode a batch.
 
         ``inputs``: a dict keyed by ``input_names`` or a list/tuple in that order; only
@@ -173,12 +173,19 @@ class SparseEngine:
         ``output_names``; with ``output_hidden_states``, also ``hidden_states``
         [layers + 1, batch, seq, hidden]: the embeddings' output, then each layer's
         (transformers' ``output_hidden_states``, stacked; the last is ``last_hidden_state``).
+
+        A masked-LM model returns ``logits`` [batch, seq, vocab]; ``logits_at``, integer
+        (batch index, position) pairs [pairs, 2], computes them only there, as [pairs, vocab]
+        in the pairs' order (the decoder to the vocabulary costs more than the encoder when
+        run at every token).
         """
         if not isinstance(output_hidden_states, (bool, np.bool_)):
             raise TypeError(f"output_hidden_states must be True or False, got {output_hidden_states!r}")
-        # The encoder checks the values (ids and types in their vocabularies, a 0/1 mask, the sequence length)
-        # on its own copy, and serialises concurrent runs (one set of scratch buffers per engine).
-        out = self._encoder.run(*self._arrays(inputs), bool(output_hidden_states))
+        arrays = self._arrays(inputs)
+        pairs = None if logits_at is None else _logits_pairs(logits_at, self._config["head"])
+        # The encoder checks the values (ids and types in their vocabularies, a 0/1 mask, the sequence length, the
+        # pairs inside the batch) on its own copy, and serialises concurrent runs (one set of scratch buffers).
+        out = self._encoder.run(*arrays, bool(output_hidden_states), pairs)
         names = [*self._output_names, *(["hidden_states"] if output_hidden_states else [])]
         return {name: out[name] for name in names}
 
@@ -244,6 +251,21 @@ class SparseEngine:
         if array.ndim != 2:
             raise ValueError(f"{name} must be 2-D [batch, seq], got shape {array.shape}")
         return array
+
+
+def _logits_pairs(logits_at: Any, head: str) -> np.ndarray:
+    """``run``'s logits_at as int32 [pairs, 2] (the encoder checks that they lie inside the batch)."""
+    if head != "masked_lm":
+        raise ValueError(f"logits_at is for a model with a masked_lm head; this one has head {head!r}")
+    array = np.asarray(logits_at)
+    if array.size == 0:
+        return np.zeros((0, 2), np.int32)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"logits_at must hold integer (batch index, position) pairs, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"logits_at must have shape [pairs, 2] (batch index, position), got {array.shape}")
+    _check_fits_int32("logits_at", array)
+    return _to_int32(array)
 
 
 def _check_fits_int32(name: str, array: np.ndarray | None) -> None:

@@ -1,5 +1,6 @@
 """Text in, answers out: ``sparsebert.pipeline(task, model_path)`` for feature extraction, sentence embeddings,
-text classification and token classification, with the Hugging Face ``tokenizers`` library.
+text classification, token classification, question answering and fill-mask (fill_mask.py), with the Hugging
+Face ``tokenizers`` library.
 
 The tokenizer comes from the packed file (the exporter carries a checkpoint's ``tokenizer.json`` into it), or
 from ``tokenizer=``: a ``tokenizer.json`` path, a directory holding one, a ``tokenizers.Tokenizer`` or a
@@ -17,14 +18,15 @@ import numpy as np
 
 from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
+from .fill_mask import fill_masks
 from .format import read_model
 from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
-         "question-answering")
+         "question-answering", "fill-mask")
 _NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification",
-               "question-answering": "question_answering"}
+               "question-answering": "question_answering", "fill-mask": "masked_lm"}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -104,6 +106,8 @@ class Pipeline:
         if empty is not None and self.task == "text-classification":  # its logits would be those of padding
             raise ValueError(f"text {first + empty} has no tokens (the tokenizer adds no special tokens): nothing "
                              "to classify")
+        if self.task == "fill-mask":  # fill_mask.py: logits at the mask tokens only
+            return fill_masks(self.engine, self.tokenizer, encodings, inputs, first, **kwargs)
         out = self.engine.run(inputs)
         if self.task == "feature-extraction":
             return self._features(encodings, out, **kwargs)
