@@ -56,6 +56,9 @@ def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) ->
     p.add_argument("--calibration", default=None, metavar="TEXTS",
                    help="with --quantize: a text file, one input per line, on which the int8 model is compared "
                         "with fp32 (default: random tokens)")
+    p.add_argument("--head", choices=("none", "masked_lm"), default=None,
+                   help="masked_lm: keep a masked-LM checkpoint's head (for fill-mask); none: the bare encoder "
+                        "(default: a task model's head, a masked-LM model's bare encoder)")
 
     p = commands.add_parser("info", help="describe a .sbert file: versions, config and per-layer table")
     p.add_argument("file", metavar="FILE")
@@ -86,7 +89,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.calibration is not None and args.quantize is None:
         raise ValueError("--calibration needs --quantize int8")
     export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact,
-           quantize=args.quantize, calibration=args.calibration, verbose=True)
+           quantize=args.quantize, calibration=args.calibration, head=args.head, verbose=True)
     return EXIT_OK
 
 

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="question-answering: tokens per window (default 384, at most the model's)")
     p.add_argument("--doc-stride", type=int, default=None, metavar="N",
                    help="question-answering: context tokens shared by consecutive windows (default 128)")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="fill-mask: best tokens per mask (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, metavar="N",
                    help=f"texts run together and printed together (default {DEFAULT_BATCH})")
     p.add_argument("--threads", type=thread_count, default=None, help="threads (default: CPUs available)")
@@ -48,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
                if value is not None}
     if windows and args.question is None:
         raise ValueError("--max-seq-len and --doc-stride go with question-answering")
+    if args.top_k is not None and args.task != "fill-mask":
+        raise ValueError("--top-k goes with fill-mask")
     pipe = pipeline(args.task, args.model, tokenizer=args.tokenizer, num_threads=args.threads)
     options: dict[str, Any] = {}
     if args.task == "feature-extraction":
         options = {"pooling": args.pooling, "normalize": args.normalize}
     elif args.task == "sentence-embedding":  # the model's own pooling unless the options say otherwise
         options = {"pooling": args.pooling, "normalize": True if args.normalize else None}
+    elif args.task == "fill-mask" and args.top_k is not None:
+        options = {"top_k": args.top_k}
     texts = iter(args.texts) if args.texts else standard_input_lines()
     to_list = lambda value: np.asarray(value).tolist()  # noqa: E731 (arrays of feature-extraction)
     count = 0
