@@ -20,15 +20,17 @@ from .checkpoint import Checkpoint
 MASKED_LM = "masked_lm"
 HEAD_CHOICES = (None, "none", MASKED_LM)  # export()'s head=: None keeps a task model's head (not a masked-LM one)
 
-# Per family: how the head is named in messages, the transform's dense and LayerNorm, the decoder, and the decoder's bias (the first name found).
+# Per family: how the head is named in messages, the transform's dense and LayerNorm, the decoder's weight, and
+# the names its bias goes by (the head's, then the decoder's own: tied by transformers unless untied).
 HEAD_NAMES: dict[str, dict[str, Any]] = {
-    "bert": {"shown": "cls.predictions.*", "dense": "cls.predictions.transform.dense", "layer_norm": "cls.predictions.transform.LayerNorm",
-             "decoder": "cls.predictions.decoder.weight",
+    "bert": {"shown": "cls.predictions.*", "dense": "cls.predictions.transform.dense",
+             "layer_norm": "cls.predictions.transform.LayerNorm", "decoder": "cls.predictions.decoder.weight",
              "bias": ("cls.predictions.bias", "cls.predictions.decoder.bias")},
-    "roberta": {"shown": "lm_head.*", "dense": "lm_head.dense", "layer_norm": "lm_head.layer_norm", "decoder": "lm_head.decoder.weight",
-                "bias": ("lm_head.bias", "lm_head.decoder.bias")},
-    "distilbert": {"shown": "vocab_transform, vocab_layer_norm, vocab_projector", "dense": "vocab_transform", "layer_norm": "vocab_layer_norm",
-                   "decoder": "vocab_projector.weight", "bias": ("vocab_projector.bias",)},
+    "roberta": {"shown": "lm_head.*", "dense": "lm_head.dense", "layer_norm": "lm_head.layer_norm",
+                "decoder": "lm_head.decoder.weight", "bias": ("lm_head.bias", "lm_head.decoder.bias")},
+    "distilbert": {"shown": "vocab_transform, vocab_layer_norm, vocab_projector", "dense": "vocab_transform",
+                   "layer_norm": "vocab_layer_norm", "decoder": "vocab_projector.weight",
+                   "bias": ("vocab_projector.bias",)},
 }
 NEXT_SENTENCE = "cls.seq_relationship"  # BertForPreTraining's next-sentence head
 
@@ -72,7 +74,10 @@ def head_tensors(take: Any, config: dict[str, Any], h: int, family: str) -> dict
     """The kept head's tensors, read with the mapper's Collector (hf_bert.py), which reports what is missing."""
     names = HEAD_NAMES[family]
     vocab = config["vocab_size"]
-    bias_name = next((n for n in names["bias"] if n in take.ckpt.weights), names["bias"][0])
+    # Tied, the decoder's bias is the head's bias (transformers ties decoder.bias to it); untied, the decoder
+    # computes with its own.
+    order = names["bias"] if config["mlm_decoder"] == "tied" else names["bias"][::-1]
+    bias_name = next((n for n in order if n in take.ckpt.weights), order[0])
     bias = take.take(bias_name, (vocab,), encoder=False)
     items: dict[str, Any] = {
         "mlm.transform": take.linear(names["dense"], h, h, encoder=False),
