@@ -234,8 +234,6 @@ EncoderConfig parse_config(const ConfigMap& config) {
     problems.add("head 'token_classification' needs num_labels >= 1");
   if (cfg.head == Head::kQuestionAnswering && cfg.num_labels != kQaOutputs)
     problems.add("head 'question_answering' needs num_labels = " + std::to_string(kQaOutputs));
-  if (cfg.head != Head::kMaskedLm && (read.find("mlm_act") || read.find("mlm_decoder")))
-    problems.add("mlm_act and mlm_decoder are keys of head 'masked_lm'");
   if (cfg.pooler_is_head && !(cfg.has_pooler && cfg.head == Head::kSequenceClassification))
     problems.add("pooler_is_head needs a pooler and head 'sequence_classification'");
   if (cfg.positions_from_ids && !(cfg.pad_token_id < cfg.vocab && cfg.pad_token_id + 1 < cfg.max_positions))

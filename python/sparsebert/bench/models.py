@@ -328,6 +328,9 @@ def to_transformers(model: PackedModel | str | os.PathLike) -> Any:
         model = read_model(model)
     config = model.config
     family = config.get("model_type", "bert")
+    if config["head"] not in HF_CLASSES:  # the masked-LM head: its peers would time the decoder, not the encoder
+        raise ValueError(f"benchmarks run models with heads {', '.join(HEADS)}; this one has head "
+                         f"{config['head']!r}: benchmark the bare encoder (export without head='masked_lm')")
     cls = getattr(transformers, hf_class_name(family, config["head"]))
     kwargs = {"add_pooling_layer": config["has_pooler"]} if config["head"] == "none" and family != "distilbert" else {}
     module = cls(hf_config(config), **kwargs).float().eval()
