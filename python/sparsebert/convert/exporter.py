@@ -32,6 +32,7 @@ from .pack import pack_linear
 from .packing import DENSE_BELOW, analyze, choose_layout, stored_nbytes
 from .report import ExportReport, LinearRow, describe_calibration, describe_compaction, describe_quantized_checkpoint
 from .sentence_transformers_config import sentence_config
+from .tokenizer_files import converted_tokenizer, has_slow_tokenizer
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 QUANTIZE_CHOICES = (None, "int8")
@@ -200,11 +201,20 @@ def read_checkpoint(source: Any, tokenizer: Any = None, config: Any = None) -> S
 
 
 def _tokenizer_text(source: Any, tokenizer: Any) -> str | None:
-    if tokenizer is not None:
-        return tokenizer_json(tokenizer)
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(os.path.join(source, TOKENIZER_FILE)):
-        return tokenizer_json(source)
-    return None
+    """``tokenizer`` if given, else the source directory's; a directory without tokenizer.json but with a slow
+    tokenizer's files is converted (tokenizer_files.py)."""
+    given = tokenizer is not None
+    where = tokenizer if given else source
+    if isinstance(where, (str, os.PathLike)) and os.path.isdir(where):
+        if os.path.isfile(os.path.join(where, TOKENIZER_FILE)):
+            return tokenizer_json(where)
+        if has_slow_tokenizer(os.fspath(where)):
+            return tokenizer_json(converted_tokenizer(os.fspath(where)))
+        if not given:
+            return None
+    elif not given:
+        return None
+    return tokenizer_json(where)
 
 
 def map_names(source: Source, head: str | None = None) -> MappedModel:
