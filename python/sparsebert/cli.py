@@ -22,6 +22,7 @@ from .convert.report import (ExportReport, describe_calibration, describe_compac
                              format_bytes)
 from .demo import run_demo
 from .errors import SparseBertError
+from .extras import explain
 from .format import read_model
 from .format.layouts import LAYOUTS
 from .pipelines import TASKS as PIPELINE_TASKS  # noqa: F401 (the tasks `run` offers)
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if isinstance(exc, StandardOutputError):
             _discard_standard_output(real_stdout)
+        if isinstance(exc, ImportError):  # the demo and the benchmarks import their optional dependencies directly
+            exc = explain(exc, "this command")
         print(f"sparsebert {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

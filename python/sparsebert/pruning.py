@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnsupportedModelError
+from .extras import require
 
 BLOCK_SIZES = (1, 4)
 
@@ -112,7 +113,7 @@ def prune_bert_(model: Any, sparsity: float, block: int = 1) -> Any:
     Embeddings, the pooler and task heads are left dense: they are small or, for the
     word embeddings, a lookup rather than a matmul.
     """
-    import torch  # only callers that already hold a torch model pay for importing it
+    torch = require("torch", "prune_bert_")  # only callers that already hold a torch model pay for importing it
 
     _check_sparsity(sparsity)
     layers, linears = _encoder_layers(model)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from ..extras import require
 from . import hf_config, qat
 from .checkpoint import (ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json,
                          supported_list)
@@ -45,7 +46,7 @@ def _architecture_of_class(model: Any) -> str:
 
 
 def _load_model_object(model: Any) -> Checkpoint:
-    import torch
+    torch = require("torch", "exporting a model object")
 
     architecture = _architecture_of_class(model)
     family, head = ARCHITECTURES[architecture]
@@ -130,8 +131,8 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    load_file = require("safetensors.numpy", f"reading {path}").load_file
+    from safetensors import SafetensorError  # there: safetensors.numpy imported it
 
     try:
         return load_file(path)
@@ -139,11 +140,8 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         raise UnsupportedModelError(f"cannot read {path}: {exc}") from None
     except TypeError as exc:
         # numpy has no bfloat16: such files need torch to widen them.
-        try:
-            import torch
-            from safetensors.torch import load_file as load_torch
-        except ImportError:
-            raise UnsupportedModelError(f"cannot read {path} without torch ({exc})") from None
+        torch = require("torch", f"reading {path} (a dtype numpy lacks, such as bfloat16)")
+        load_torch = require("safetensors.torch", f"reading {path}").load_file
         try:
             tensors = load_torch(path)
         except SafetensorError as exc2:
@@ -152,10 +150,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise UnsupportedModelError(f"reading {path} needs torch; or convert it to model.safetensors") from None
+    torch = require("torch", f"reading {path} (or a model.safetensors in its place)")
     try:
         # weights_only: a checkpoint is data, never code to run.
         state = torch.load(path, map_location="cpu", weights_only=True)
