@@ -30,7 +30,8 @@ from .hf_checkpoint import load_checkpoint
 from .onnx_import import check_against_onnxruntime, load_onnx
 from .pack import pack_linear
 from .packing import DENSE_BELOW, analyze, choose_layout, stored_nbytes
-from .report import ExportReport, LinearRow, describe_calibration, describe_compaction, describe_quantized_checkpoint
+from .report import (ExportReport, LinearRow, describe_calibration, describe_compaction, describe_density,
+                     describe_quantized_checkpoint, unpacked_bytes)
 from .sentence_transformers_config import sentence_config
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
@@ -156,8 +157,11 @@ def _export(source: Any, out_path: str | os.PathLike, options: LayoutOptions, co
                                             (twin.linears, twin.tensors), found.tokenizer_text, calibration)
         notes.append(describe_calibration(producer["calibration"]))
     notes.append(write(out_path, model, packed, producer, found, twin))
-    return ExportReport(packed.rows, path=os.fspath(out_path), file_bytes=os.path.getsize(out_path),
-                        notes="\n".join(n for n in notes if n) or None)
+    report = ExportReport(packed.rows, path=os.fspath(out_path), file_bytes=os.path.getsize(out_path),
+                          other_bytes=unpacked_bytes(packed.linears, packed.tensors))
+    notes.append(describe_density(report, dense_below))
+    report.notes = "\n".join(n for n in notes if n) or None
+    return report
 
 
 def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: Any) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..extras import require
+from ..spelling import option
 from . import hf_config, qat
 from .checkpoint import (ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json,
                          supported_list)
@@ -64,7 +65,7 @@ def _load_model_object(model: Any) -> Checkpoint:
         if "_packed_params" in key or (torch.is_tensor(tensor) and tensor.is_quantized):
             raise UnsupportedModelError(
                 f"{type(model).__name__} holds torch-quantized weights that sparsebert cannot read ({key}); "
-                "export the float model (before quantization or QAT convert) with quantize='int8'")
+                f"export the float model (before quantization or QAT convert) with {option('quantize_int8')}")
         if torch.is_tensor(tensor) and (tensor.is_floating_point() or key in zero_points):
             # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
             raw[key] = tensor.detach().to("cpu", torch.float32).numpy()

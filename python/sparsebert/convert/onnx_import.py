@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..extras import require
+from ..spelling import option
 from ..engine import SparseEngine
 from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json
 from .onnx_ops import check_ops
@@ -173,8 +174,7 @@ def load_onnx(path: str, config: Any = None) -> Checkpoint:
     if config is None:
         config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
         if not os.path.isfile(config):
-            raise UnsupportedModelError(f"{path}: no config.json beside it; pass export(..., config=) with the "
-                                        "transformers config (a dict or a config.json path)")
+            raise UnsupportedModelError(f"{path}: no config.json beside it; {option('onnx_config')}")
     if not isinstance(config, dict):
         config = read_config_json(os.fspath(config))
     try:
