@@ -25,7 +25,7 @@ from sparsebert.pruning import prune_bert_  # noqa: E402
 from conftest import checkpoint_with_tokenizer  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def readme_blocks(text: str) -> list[tuple[int, str]]:
@@ -71,7 +71,7 @@ def run_blocks(blocks: list[tuple[int, str]], where: str = "README.md") -> None:
         first = next((s.strip() for s in code.splitlines() if s.strip() and not s.lstrip().startswith("#")), "")
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # export() prints its report
-                exec(compile(code, f"{where}:{line}", "exec"), namespace)
+                exec(compile(code, f"{where}:{line}", "exec"), namespace)  # noqa: S102 (running the README is the point)
         except Exception as exc:
             raise AssertionError(f"{where} block at line {line} ({first!r}) raised {type(exc).__name__}: {exc}") \
                 from exc

@@ -18,8 +18,8 @@ import numpy as np
 from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
 from .format import read_model
-from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .spelling import option
+from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",

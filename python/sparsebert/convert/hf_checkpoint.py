@@ -139,7 +139,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         return load_file(path)
     except SafetensorError as exc:
         raise UnsupportedModelError(f"cannot read {path}: {exc}") from None
-    except TypeError as exc:
+    except TypeError:
         # numpy has no bfloat16: such files need torch to widen them.
         torch = require("torch", f"reading {path} (a dtype numpy lacks, such as bfloat16)")
         load_torch = require("safetensors.torch", f"reading {path}").load_file

@@ -151,8 +151,9 @@ class ExportReport:
     def summary(self) -> str:
         """The whole model's size against dense fp32 (first line, when known), the linear layers' alone, the file."""
         layouts = ", ".join(f"{n} {k}" for k, n in self.layout_counts().items())
-        lines = [f"linear layers ({layouts}): {format_bytes(self.packed_bytes)} packed vs "
-                 f"{format_bytes(self.dense_bytes)} dense fp32 ({_ratio(self.dense_bytes, self.packed_bytes)})"]
+        linear = (f"linear layers ({layouts}): {format_bytes(self.packed_bytes)} packed vs "
+                  f"{format_bytes(self.dense_bytes)} dense fp32 ({_ratio(self.dense_bytes, self.packed_bytes)})")
+        lines = [linear]
         dense_model = self.dense_model_bytes
         if dense_model is not None:
             # The file when there is one (header and tokenizer included), else the tensors it would hold.
