@@ -138,6 +138,9 @@ def test_cli_export_takes_a_tokenizer_and_info_says_so(tmp_path, minilm_dir, cap
     err = capsys.readouterr().err
     assert "pass --pooling mean or --pooling cls" in err and "pooling=" not in err, err
     assert cli("run", "sentence-embedding", out, "hello", "--pooling", "mean") == 0
+    capsys.readouterr()
+    assert cli("export", ckpt, out, "--config", ckpt / "config.json") == EXIT_ERROR
+    assert "error: --config is only for ONNX sources" in capsys.readouterr().err
 
 
 def test_info_names_a_sentence_transformers_recipe(minilm_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ SPELLINGS = {
     "onnx_config": ("pass export(..., config=) with the transformers config (a dict or a config.json path)",
                     "pass --config with the transformers config.json"),
     "quantize_int8": ("quantize='int8'", "--quantize int8"),
+    "config": ("config=", "--config"),
 }
 
 _ON_THE_COMMAND_LINE = contextvars.ContextVar("sparsebert_on_the_command_line", default=False)

@@ -20,6 +20,7 @@ import numpy as np
 from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
+from ..spelling import option
 from ..tokenizer_text import TOKENIZER_FILE, tokenizer_json
 from . import compaction, hf_bert, hf_config, hf_distilbert, qat
 from .calibration import calibrate
@@ -188,7 +189,8 @@ def read_checkpoint(source: Any, tokenizer: Any = None, config: Any = None) -> S
     if is_onnx:
         checkpoint = load_onnx(os.fspath(source), config)
     elif config is not None:
-        raise ValueError("config= is only for ONNX sources; a checkpoint directory has its own config.json")
+        raise ValueError(f"{option('config')} is only for ONNX sources; a checkpoint directory has its own "
+                         "config.json")
     else:
         checkpoint = load_checkpoint(source)
     sentence_keys, sentence_note = sentence_config(source)
