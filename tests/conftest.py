@@ -315,6 +315,7 @@ def make_model(kind="base", seed=0, **config_kwargs):
         "sequence_classification": transformers.BertForSequenceClassification,
         "question_answering": transformers.BertForQuestionAnswering,
         "token_classification": transformers.BertForTokenClassification,
+        "masked_lm": transformers.BertForMaskedLM,
     }[kind]
     model = cls(config)
     gen = torch.Generator().manual_seed(seed + 1)

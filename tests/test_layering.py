@@ -28,9 +28,9 @@ EXTENSION = "sparsebert._core"  # compiled, no source to scan; runtime (only _na
 RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert._native", "sparsebert.tuning",
            "sparsebert.tokenizer_text", "sparsebert.text_encoding", "sparsebert.answer_spans", "sparsebert.engine",
            "sparsebert.fill_mask",
-           "sparsebert.pipelines", EXTENSION}
+           "sparsebert.pipelines", "sparsebert.extras", "sparsebert.spelling", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.cli_args", "sparsebert.run_command",
-         "sparsebert.demo", "sparsebert.__main__"}
+         "sparsebert.info_command", "sparsebert.demo", "sparsebert.__main__"}
 LAYERS = ("runtime", "convert", "face")  # an import may only go to its own layer or one before it
 # Function-local imports of package modules that are the point of their function.
 DEFERRED_ON_PURPOSE = {("sparsebert._native", EXTENSION)}  # _native.core(): the extension, on first use

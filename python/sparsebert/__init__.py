@@ -11,6 +11,9 @@ resolved on first use, so serving never loads the converter (``export`` is
 imported by the converter's loaders and the demo, and the compiled extension only
 when something that computes (SparseEngine, kernels, the ISA queries) is first used,
 so the file format and converter also work where the extension is not built.
+The public submodules (``sparsebert.pruning``, ``sparsebert.kernels``, ``sparsebert.convert``, ...) are
+attributes too, imported on first access (PEP 562), so ``sparsebert.pruning.prune_bert_`` works after a bare
+``import sparsebert`` without making that import load torch or the converter.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ _LAZY = {
     "kernels": ("sparsebert.kernels", None),
     "pipeline": ("sparsebert.pipelines", "pipeline"),
 }
+# The public submodules, reachable as attributes after `import sparsebert` (each imported on first access).
+SUBMODULES = ("answer_spans", "bench", "cli", "cli_args", "convert", "demo", "engine", "errors", "extras", "fill_mask",
+              "format", "info_command", "kernels", "pipelines", "pruning", "run_command", "spelling", "text_encoding",
+              "tokenizer_text", "tuning")
+_LAZY.update({name: (f"sparsebert.{name}", None) for name in SUBMODULES if name not in _LAZY})
 
 __all__ = [
     "ModelFormatError",

@@ -12,17 +12,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import run_command
+from . import info_command, run_command
 from ._version import __version__
 from .bench import cli as bench_cli
 from .cli_args import EXIT_ERROR, OneLineErrorParser, fraction, parse_intermixed, positive_int, thread_count
 from .convert import export
 from .convert.packing import DENSE_BELOW
-from .convert.report import (ExportReport, describe_calibration, describe_compaction, describe_quantized_checkpoint,
-                             format_bytes)
 from .demo import run_demo
 from .errors import SparseBertError
-from .format import read_model
+from .extras import explain
+from .spelling import command_line
 from .format.layouts import LAYOUTS
 from .pipelines import TASKS as PIPELINE_TASKS  # noqa: F401 (the tasks `run` offers)
 
@@ -53,6 +52,11 @@ def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) ->
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8: encoder layers as int8 4-blocks (one scale per output channel), run with VNNI; the "
                         "pooler and heads stay fp32")
+    p.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="tokenizer.json, or a directory holding one, carried into OUT for the pipelines (default: "
+                        "SRC's own tokenizer.json, if any)")
+    p.add_argument("--config", default=None, metavar="PATH",
+                   help="an .onnx SRC's transformers config.json (default: the one beside it)")
     p.add_argument("--calibration", default=None, metavar="TEXTS",
                    help="with --quantize: a text file, one input per line, on which the int8 model is compared "
                         "with fp32 (default: random tokens)")
@@ -89,38 +93,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.calibration is not None and args.quantize is None:
         raise ValueError("--calibration needs --quantize int8")
     export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact,
-           quantize=args.quantize, calibration=args.calibration, head=args.head, verbose=True)
-    return EXIT_OK
-
-
-def _info(args: argparse.Namespace) -> int:
-    model = read_model(args.file)
-    c, producer = model.config, model.producer
-    print(f"file: {model.path} ({format_bytes(os.path.getsize(model.path))})")
-    print(f"format_version {model.format_version}, layout_revision {model.layout_revision}")
-    if producer:
-        made = " ".join(str(producer[k]) for k in ("name", "version") if k in producer)
-        source = f" from {producer['source']}" if "source" in producer else ""
-        print(f"producer: {made or '?'}{source}")
-    print(f"model: {c['model_type']}, {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
-          f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, act {c['hidden_act']}")
-    print(f"       vocab {c['vocab_size']}, max positions {c['max_position_embeddings']}, "
-          f"token types {c['type_vocab_size']}, layer_norm_eps {c['layer_norm_eps']:g}")
-    labelled = c["head"] in ("sequence_classification", "token_classification")
-    head = c["head"] + (f" ({c['num_labels']} labels)" if labelled else "")
-    print(f"head: {head}, pooler: {'yes' if c['has_pooler'] else 'no'}")
-    compaction = describe_compaction(c)
-    if compaction:
-        print(compaction)
-    for key, describe in (("quantized_checkpoint", describe_quantized_checkpoint),
-                          ("calibration", describe_calibration)):
-        if key in producer:
-            try:
-                print(describe(producer[key]))
-            except (KeyError, TypeError, ValueError, AttributeError):  # another writer's record: shown raw
-                print(f"{key}: {producer[key]!r}")
-    print()
-    print(ExportReport.from_linears(model.linears))
+           quantize=args.quantize, calibration=args.calibration, tokenizer=args.tokenizer, config=args.config,
+           head=args.head, verbose=True)
     return EXIT_OK
 
 
@@ -133,7 +107,7 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_cli.run(args, args.argv)
 
 
-COMMANDS = {"export": _export, "info": _info, "run": run_command.run, "demo": _demo, "bench": _bench}
+COMMANDS = {"export": _export, "info": info_command.run, "run": run_command.run, "demo": _demo, "bench": _bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     real_stdout = sys.stdout
     sys.stdout = _NamedStandardOutput(real_stdout)
     try:
-        code = COMMANDS[args.command](args)
+        with command_line():  # messages name flags (--tokenizer), not keywords (tokenizer=)
+            code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
         return code
     except BrokenPipeError:
@@ -154,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if isinstance(exc, StandardOutputError):
             _discard_standard_output(real_stdout)
+        if isinstance(exc, ImportError):  # the demo and the benchmarks import their optional dependencies directly
+            exc = explain(exc, "this command")
         print(f"sparsebert {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

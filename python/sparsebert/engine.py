@@ -8,6 +8,7 @@ argument types, numpy dtypes and shapes, and integers that would wrap when narro
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from .format.spec import encoder_spec
 from .tuning import Tuning
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+DEFAULT_PAD_ID = 0  # what a file without pad_token_id in its config pads with (BERT's and DistilBERT's [PAD])
 INT32 = np.iinfo(np.int32)
 
 
@@ -138,6 +140,12 @@ class SparseEngine:
         return list(self._output_names)
 
     @property
+    def pad_token_id(self) -> int:
+        """The id inputs are padded with (RoBERTa's position ids skip it; run() warns when it looks like padding
+        and no attention_mask is given)."""
+        return int(self._config.get("pad_token_id", DEFAULT_PAD_ID))
+
+    @property
     def max_batch_tokens(self) -> int:
         """Tokens one chunk of a call computes at a time (the bound on the working memory)."""
         return self._encoder.max_batch_tokens
@@ -167,9 +175,11 @@ class SparseEngine:
             logits_at: Any = None) -> dict[str, np.ndarray]:
         """Encode a batch.
 
-        ``inputs``: a dict keyed by ``input_names`` or a list/tuple in that order; only
-        ``input_ids`` is required ([batch, seq] integers); ``attention_mask`` defaults
-        to ones and ``token_type_ids`` to zeros.  Returns float32 arrays keyed by
+        ``inputs``: a dict keyed by ``input_names`` or a list/tuple in that order (so a batch
+        is one array, not a list of token lists); only ``input_ids`` is required ([batch, seq]
+        integers); ``token_type_ids`` defaults to zeros and ``attention_mask`` to ones: without
+        a mask every token attends to every token, padding included (a UserWarning says so when
+        the ids look right-padded with the model's pad id, as transformers warns).  Returns float32 arrays keyed by
         ``output_names``; with ``output_hidden_states``, also ``hidden_states``
         [layers + 1, batch, seq, hidden]: the embeddings' output, then each layer's
         (transformers' ``output_hidden_states``, stacked; the last is ``last_hidden_state``).
@@ -217,9 +227,23 @@ class SparseEngine:
             raise ValueError(f"input_ids has {shape[0] * shape[1]} tokens; one call takes at most {most}")
         for name, array in (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)):
             _check_fits_int32(name, array)
+        ids = _to_int32(ids)
+        if mask is None:
+            self._warn_if_padded(ids)
         mask = np.ones(shape, np.int32) if mask is None else _to_int32(mask)
         types = np.zeros(shape, np.int32) if types is None else _to_int32(types)
-        return _to_int32(ids), mask, types
+        return ids, mask, types
+
+    def _warn_if_padded(self, ids: np.ndarray) -> None:
+        """A UserWarning when ``ids`` hold the pad id after a real token (right padding) and no mask was given:
+        the padding is then attended to as text, which changes every token's output (as transformers warns)."""
+        pad = self.pad_token_id
+        is_pad = ids == pad
+        after_text = np.logical_or.accumulate(~is_pad, axis=1)[:, :-1]
+        if (is_pad[:, 1:] & after_text).any():
+            warnings.warn(f"input_ids contain the pad token id {pad} after other tokens, but no attention_mask was "
+                          "given, so padding is attended to as text; pass the attention_mask (0 on padding)",
+                          UserWarning, stacklevel=4)
 
     def _name_inputs(self, inputs: Any) -> dict[str, Any]:
         if isinstance(inputs, Mapping):
@@ -229,6 +253,12 @@ class SparseEngine:
                                  f"allowed: {', '.join(INPUT_NAMES)}")
             named = {k: v for k, v in inputs.items() if v is not None}
         elif isinstance(inputs, (list, tuple)):
+            if inputs and _is_one_sequence(inputs[0]):
+                raise ValueError(
+                    f"run() reads a list as ({', '.join(INPUT_NAMES)}), so its first item must be the whole "
+                    "[batch, seq] input_ids, not one sequence; pass a batch as one array, e.g. "
+                    "run({'input_ids': np.array([[101, 7592, 102], [101, 2054, 102]])}) (rows padded to one length, "
+                    "with their attention_mask)")
             if not 1 <= len(inputs) <= len(INPUT_NAMES):
                 raise ValueError(f"expected 1 to {len(INPUT_NAMES)} inputs ({', '.join(INPUT_NAMES)}), "
                                  f"got {len(inputs)}")
@@ -266,6 +296,19 @@ def _logits_pairs(logits_at: Any, head: str) -> np.ndarray:
         raise ValueError(f"logits_at must have shape [pairs, 2] (batch index, position), got {array.shape}")
     _check_fits_int32("logits_at", array)
     return _to_int32(array)
+
+
+def _is_one_sequence(value: Any) -> bool:
+    """Whether ``value`` is a token id or a flat list / 1-D array of them: one sequence, where run()'s list form
+    wants the batch's input_ids."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return True
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return False
+    try:
+        return np.ndim(value) == 1
+    except ValueError:  # ragged: a list of token lists of different lengths is a batch, if a badly shaped one
+        return False
 
 
 def _check_fits_int32(name: str, array: np.ndarray | None) -> None:

@@ -11,7 +11,7 @@ the ``transformers`` pipelines of the same names (see each task's method).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
 from .fill_mask import fill_masks
 from .format import read_model
+from .spelling import option
 from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
@@ -27,6 +28,14 @@ TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "tok
          "question-answering", "fill-mask")
 _NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification",
                "question-answering": "question_answering", "fill-mask": "masked_lm"}
+
+
+def _text_list(inputs: Any, who: str) -> list[Any]:
+    """The texts of a list (or other iterable) of them; TypeError for what is no list of texts, such as a dict
+    (whose keys it would embed) or None."""
+    if inputs is None or isinstance(inputs, (Mapping, bytes, bytearray)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"{who} takes a string or a list of strings, got {type(inputs).__name__}")
+    return list(inputs)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -47,7 +56,7 @@ class Pipeline:
             self.max_length = min(self.max_length, config["sentence_max_length"])
         self.sentence_pooling = config.get("sentence_pooling")
         self.sentence_normalize = config.get("sentence_normalize", False)
-        self.pad_id = config.get("pad_token_id", 0) if config.get("position_ids") == "padding_offset" else 0
+        self.pad_id = engine.pad_token_id
         self.id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
         self._with_types = config["type_vocab_size"] > 1
 
@@ -57,7 +66,7 @@ class Pipeline:
         if self.task == "question-answering":
             return self._answer_all(inputs, batch_size, **kwargs)
         single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs)
+        texts = [inputs] if single else _text_list(inputs, f"a {self.task} pipeline")
         check_texts(texts)
         results: list[Any] = []
         for start in range(0, len(texts), batch_size):
@@ -70,7 +79,7 @@ class Pipeline:
         and ``token_type_ids`` (0 on padding). Each text is truncated to ``max_length`` tokens, special tokens
         included (default: the pipeline's ``max_length``: the longest sequence the model, or a sentence-transformers
         checkpoint, takes)."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = [texts] if isinstance(texts, str) else _text_list(texts, "tokenize")
         check_texts(texts, "tokenize's texts")
         if not texts:
             raise ValueError("tokenize needs at least one text")
@@ -148,7 +157,7 @@ class Pipeline:
         pooling = pooling or self.sentence_pooling
         if pooling is None:
             raise ValueError("this model records no sentence pooling (not exported from a sentence-transformers "
-                             "directory): pass pooling='mean' or 'cls'")
+                             f"directory): {option('pooling')}")
         normalize = self.sentence_normalize if normalize is None else normalize
         return self._features(encodings, out, pooling=pooling, normalize=normalize)
 
@@ -263,7 +272,7 @@ def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_thr
         text = read_model(model, verify_crc=False).header.get("tokenizer")
         if text is None:
             raise ValueError(f"{model} carries no tokenizer (export it from a directory with {TOKENIZER_FILE}, or "
-                             "pass export(..., tokenizer=...)); pass pipeline(..., tokenizer=...)")
+                             f"with {option('export_tokenizer')}); {option('pipeline_tokenizer')}")
         where = f"the tokenizer carried in {os.fspath(model)}"
     else:
         text = tokenizer_json(tokenizer)

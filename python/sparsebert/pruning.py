@@ -2,6 +2,11 @@
 
 This is the simplest pruning there is (no retraining), meant for demos and
 benchmarks; real sparse checkpoints come from a pruning-aware training run.
+
+It wrecks quality: on all-MiniLM-L6-v2, the mean cosine of the pruned model's
+sentence embeddings to the unpruned ones (16 sentences, measured with this module)
+is 0.93 at 30% sparsity, 0.75 at 50%, 0.44 at 70% and 0.24 at 90% (block=1), and
+0.70, 0.42, 0.25, 0.21 in 4-blocks (block=4). Use it to measure speed, not answers.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnsupportedModelError
+from .extras import require
 
 BLOCK_SIZES = (1, 4)
 
@@ -109,10 +115,14 @@ def prune_bert_(model: Any, sparsity: float, block: int = 1) -> Any:
     """Magnitude-prune, in place, every encoder linear of a transformers BERT, RoBERTa or DistilBERT model;
     returns the model.
 
+    Without retraining this wrecks quality (all-MiniLM-L6-v2's sentence embeddings keep a cosine of 0.93 to the
+    unpruned ones at 30%, 0.75 at 50%, 0.44 at 70%, 0.24 at 90%: see the module's docstring): good for measuring
+    speed, not for answers.
+
     Embeddings, the pooler and task heads are left dense: they are small or, for the
     word embeddings, a lookup rather than a matmul.
     """
-    import torch  # only callers that already hold a torch model pay for importing it
+    torch = require("torch", "prune_bert_")  # only callers that already hold a torch model pay for importing it
 
     _check_sparsity(sparsity)
     layers, linears = _encoder_layers(model)

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .extras import require
+
 # A prefix of a long text starts at this many characters per kept token (English averages 4-5) ...
 PREFIX_CHARS_PER_TOKEN = 8
 # ... and the kept tokens must end this many characters before the prefix does, beyond the longest added token,
@@ -25,11 +27,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def tokenizers_module() -> Any:
-    try:
-        import tokenizers
-    except ImportError:
-        raise ImportError("sparsebert pipelines need the 'tokenizers' package: pip install tokenizers") from None
-    return tokenizers
+    return require("tokenizers", "sparsebert.pipeline")
 
 
 def call_tokenizer(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -45,3 +45,16 @@ def tokenizer_json(source: Any) -> str:
     if not isinstance(parsed, dict):
         raise ValueError(f"{where} is not a tokenizer.json: it holds a JSON {type(parsed).__name__}, not an object")
     return text
+
+
+def vocabulary_size(text: str) -> int | None:
+    """The number of tokens of the tokenizer.json ``text`` (its model's vocabulary and the added tokens beyond it),
+    read from the JSON alone; None when its model has no vocabulary this can count."""
+    try:
+        parsed = json.loads(text)
+        vocab = parsed["model"]["vocab"]
+        added = parsed.get("added_tokens") or []
+        size = len(vocab)
+        return size + sum(1 for token in added if isinstance(token.get("id"), int) and token["id"] >= size)
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return None

@@ -20,6 +20,7 @@ import numpy as np
 from .._version import __version__
 from ..format import write_model
 from ..format.layouts import LAYOUTS
+from ..spelling import option
 from ..tokenizer_text import TOKENIZER_FILE, tokenizer_json
 from . import compaction, hf_bert, hf_config, hf_distilbert, masked_lm, qat
 from .calibration import calibrate
@@ -30,7 +31,8 @@ from .hf_checkpoint import load_checkpoint
 from .onnx_import import check_against_onnxruntime, load_onnx
 from .pack import pack_linear
 from .packing import DENSE_BELOW, analyze, choose_layout, stored_nbytes
-from .report import ExportReport, LinearRow, describe_calibration, describe_compaction, describe_quantized_checkpoint
+from .report import (ExportReport, LinearRow, describe_calibration, describe_compaction, describe_density,
+                     describe_quantized_checkpoint, unpacked_bytes)
 from .sentence_transformers_config import sentence_config
 from .tokenizer_files import converted_tokenizer, has_slow_tokenizer
 
@@ -164,8 +166,11 @@ def _export(source: Any, out_path: str | os.PathLike, options: LayoutOptions, co
                                             (twin.linears, twin.tensors), found.tokenizer_text, calibration)
         notes.append(describe_calibration(producer["calibration"]))
     notes.append(write(out_path, model, packed, producer, found, twin))
-    return ExportReport(packed.rows, path=os.fspath(out_path), file_bytes=os.path.getsize(out_path),
-                        notes="\n".join(n for n in notes if n) or None)
+    report = ExportReport(packed.rows, path=os.fspath(out_path), file_bytes=os.path.getsize(out_path),
+                          other_bytes=unpacked_bytes(packed.linears, packed.tensors))
+    notes.append(describe_density(report, dense_below))
+    report.notes = "\n".join(n for n in notes if n) or None
+    return report
 
 
 def _check_arguments(layout: Any, dense_below: Any, quantize: Any, calibration: Any, head: Any = None) -> None:
@@ -193,7 +198,8 @@ def read_checkpoint(source: Any, tokenizer: Any = None, config: Any = None) -> S
     if is_onnx:
         checkpoint = load_onnx(os.fspath(source), config)
     elif config is not None:
-        raise ValueError("config= is only for ONNX sources; a checkpoint directory has its own config.json")
+        raise ValueError(f"{option('config')} is only for ONNX sources; a checkpoint directory has its own "
+                         "config.json")
     else:
         checkpoint = load_checkpoint(source)
     sentence_keys, sentence_note = sentence_config(source)

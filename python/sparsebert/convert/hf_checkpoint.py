@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from ..extras import require
+from ..spelling import option
 from . import hf_config, qat
 from .checkpoint import (ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json,
                          supported_list)
@@ -45,7 +47,7 @@ def _architecture_of_class(model: Any) -> str:
 
 
 def _load_model_object(model: Any) -> Checkpoint:
-    import torch
+    torch = require("torch", "exporting a model object")
 
     architecture = _architecture_of_class(model)
     family, head = ARCHITECTURES[architecture]
@@ -63,7 +65,7 @@ def _load_model_object(model: Any) -> Checkpoint:
         if "_packed_params" in key or (torch.is_tensor(tensor) and tensor.is_quantized):
             raise UnsupportedModelError(
                 f"{type(model).__name__} holds torch-quantized weights that sparsebert cannot read ({key}); "
-                "export the float model (before quantization or QAT convert) with quantize='int8'")
+                f"export the float model (before quantization or QAT convert) with {option('quantize_int8')}")
         if torch.is_tensor(tensor) and (tensor.is_floating_point() or key in zero_points):
             # float32 on CPU is shared, not copied; half/bfloat16 weights are widened.
             raw[key] = tensor.detach().to("cpu", torch.float32).numpy()
@@ -130,20 +132,17 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    load_file = require("safetensors.numpy", f"reading {path}").load_file
+    from safetensors import SafetensorError  # there: safetensors.numpy imported it
 
     try:
         return load_file(path)
     except SafetensorError as exc:
         raise UnsupportedModelError(f"cannot read {path}: {exc}") from None
-    except TypeError as exc:
+    except TypeError:
         # numpy has no bfloat16: such files need torch to widen them.
-        try:
-            import torch
-            from safetensors.torch import load_file as load_torch
-        except ImportError:
-            raise UnsupportedModelError(f"cannot read {path} without torch ({exc})") from None
+        torch = require("torch", f"reading {path} (a dtype numpy lacks, such as bfloat16)")
+        load_torch = require("safetensors.torch", f"reading {path}").load_file
         try:
             tensors = load_torch(path)
         except SafetensorError as exc2:
@@ -152,10 +151,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise UnsupportedModelError(f"reading {path} needs torch; or convert it to model.safetensors") from None
+    torch = require("torch", f"reading {path} (or a model.safetensors in its place)")
     try:
         # weights_only: a checkpoint is data, never code to run.
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -13,6 +13,7 @@ from typing import Any
 from .._native import core
 from ..errors import UnsupportedModelError
 from ..format import spec
+from ..spelling import option
 from . import masked_lm
 from .checkpoint import FAMILIES, Checkpoint
 
@@ -79,7 +80,7 @@ def check_hf_config(config: dict[str, Any], family: str, source: str) -> None:
         method = quantization.get("quant_method") if isinstance(quantization, dict) else None
         problems.append(f"the checkpoint is quantized (quantization_config, quant_method {method!r}), and its "
                         "scales cannot be read; export the float checkpoint (QAT: its fake-quantized float weights) "
-                        "with quantize='int8'")
+                        f"with {option('quantize_int8')}")
     if hf["position_embedding_type"] != "absolute":
         problems.append(f"position_embedding_type {hf['position_embedding_type']!r} is not supported (only 'absolute')")
     if hf.get("is_decoder"):

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from ..extras import require
+from ..spelling import option
 from ..engine import SparseEngine
 from .checkpoint import ARCHITECTURES, Checkpoint, architecture_of_weights, canonical_weights, read_config_json
 from .onnx_ops import check_ops
@@ -168,15 +170,11 @@ def graph_weights(graph: Any, path: str) -> tuple[dict[str, np.ndarray], float |
 def load_onnx(path: str, config: Any = None) -> Checkpoint:
     """A Checkpoint (checkpoint.py) from an ONNX file and its transformers config (``config``: a dict, a
     config.json path, or None for the config.json beside the file)."""
-    try:
-        import onnx
-    except ImportError:
-        raise UnsupportedModelError("importing ONNX files needs the 'onnx' package: pip install onnx") from None
+    onnx = require("onnx", "exporting an ONNX file")
     if config is None:
         config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
         if not os.path.isfile(config):
-            raise UnsupportedModelError(f"{path}: no config.json beside it; pass export(..., config=) with the "
-                                        "transformers config (a dict or a config.json path)")
+            raise UnsupportedModelError(f"{path}: no config.json beside it; {option('onnx_config')}")
     if not isinstance(config, dict):
         config = read_config_json(os.fspath(config))
     try:

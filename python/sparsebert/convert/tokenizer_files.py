@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from ..extras import require
+
 # The files a slow tokenizer is saved as; one of them means the directory has a tokenizer worth converting.
 SLOW_TOKENIZER_FILES = ("vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
 
@@ -18,10 +20,9 @@ def has_slow_tokenizer(directory: str) -> bool:
 def converted_tokenizer(directory: str):
     """The fast tokenizer transformers builds from ``directory``'s slow tokenizer files (offline: local files
     only); ValueError naming the directory when transformers cannot build one."""
-    from transformers import AutoTokenizer  # the export extra; imported only for directories that need it
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        auto = require("transformers", f"converting the tokenizer files of {directory}").AutoTokenizer
+        tokenizer = auto.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{directory} has tokenizer files but transformers could not read them: {exc}; "
                          "pass a tokenizer.json with --tokenizer / tokenizer=") from None
