@@ -77,7 +77,7 @@ def method_line(mode: str, runs: int, warmup: int, threads: int, pause_ms: float
 def result_modes(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A result's timing modes and their tables (results saved before the isolated mode: interleaved only)."""
     keys = ("engines", "ratios", "agreement", "agreement_atol", "agree")
-    return result.get("modes") or {"interleaved": {k: result[k] for k in keys}}
+    return result.get("modes") or {"interleaved": {k: result[k] for k in keys if k in result}}
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -87,8 +87,9 @@ def own_process_note(result: dict[str, Any]) -> str:
     return "; ".join([OWN_PROCESS, *(OWN_PROCESS_BY_MODE[m] for m in result_modes(result))])
 
 
-def timing_words(result: dict[str, Any], mode: str | None = None) -> str:
-    modes = [mode] if mode else list(result_modes(result))
+def timing_words(result: dict[str, Any], modes: list[str] | None = None) -> str:
+    """How ``result`` (an engine or sweep result, for its pause and rewarm) timed each of ``modes``."""
+    modes = modes or list(result_modes(result))
     return "; and ".join(timing_method(m, result["pause_ms"], result.get("rewarm", True)) for m in modes)
 
 

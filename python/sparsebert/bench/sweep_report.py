@@ -69,7 +69,7 @@ def sweep_markdown(result: dict[str, Any]) -> str:
              f"batch {batches} × seq {result['seq']}, {result['threads']} threads", "",
              *provenance(env), "",
              f"Median of {result['runs']} timed runs per engine after {result['warmup']} warm-up at each point, "
-             f"{timing_words(result['points'][0])}. Ratios are "
+             f"{timing_words(result, list(result_modes(result['points'][0])))}. Ratios are "
              "sparsebert / engine (below 1: sparsebert is faster). ONNX Runtime and PyTorch run the same pruned "
              "weights densely, so their latency does not depend on sparsity; they are re-measured at every point "
              "for the ratio.", ""]
