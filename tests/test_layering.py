@@ -26,7 +26,8 @@ PACKAGE = "sparsebert"
 ROOT = Path(sparsebert.__path__[0])
 EXTENSION = "sparsebert._core"  # compiled, no source to scan; runtime (only _native imports it)
 RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert._native", "sparsebert.tuning",
-           "sparsebert.tokenizer_text", "sparsebert.text_encoding", "sparsebert.answer_spans", "sparsebert.engine",
+           "sparsebert.tokenizer_text", "sparsebert.text_encoding", "sparsebert.answer_spans", "sparsebert.rerank",
+           "sparsebert.engine",
            "sparsebert.pipelines", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.cli_args", "sparsebert.run_command",
          "sparsebert.demo", "sparsebert.__main__"}

@@ -18,13 +18,14 @@ import numpy as np
 from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
 from .format import read_model
+from .rerank import check_rerank_model, rerank
 from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
-         "question-answering")
+         "question-answering", "rerank")
 _NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification",
-               "question-answering": "question_answering"}
+               "question-answering": "question_answering", "rerank": "sequence_classification"}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -54,6 +55,8 @@ class Pipeline:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.task == "question-answering":
             return self._answer_all(inputs, batch_size, **kwargs)
+        if self.task == "rerank":  # pipe(texts, query=q) or pipe([(q, t), ...]): see rerank.py
+            return rerank(self.engine, self.tokenizer, self.max_length, self._arrays, inputs, batch_size, **kwargs)
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
         check_texts(texts)
@@ -255,6 +258,8 @@ def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_thr
     if needed and engine.config["head"] != needed:
         raise ValueError(f"task {task!r} needs a model with a {needed} head; {model} has head "
                          f"{engine.config['head']!r}")
+    if task == "rerank":
+        check_rerank_model(engine.config, model)
     if tokenizer is None:
         text = read_model(model, verify_crc=False).header.get("tokenizer")
         if text is None:
