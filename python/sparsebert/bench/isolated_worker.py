@@ -26,7 +26,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     profile = {}
     if spec.get("profile_runs") and runner.engine is not None:
         profile = runner.engine.profile(inputs, spec["profile_runs"])
-    return {"label": runner.label, "info": runner.info, "times_ms": times, "profile_ms": profile}
+    info = {**runner.info, "process": f"isolated worker, pid {os.getpid()}"}
+    return {"label": runner.label, "info": info, "times_ms": times, "profile_ms": profile}
 
 
 def main(argv: list[str]) -> int:
