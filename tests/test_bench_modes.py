@@ -3,6 +3,7 @@ the sweep over precisions and batch sizes in one table, and every report ending 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from sparsebert import cli
-from sparsebert.bench import random_source, report, run_engine_bench, run_sweep, sweep_report
+from sparsebert.bench import plot, random_source, report, run_engine_bench, run_sweep, sweep_report
 from sparsebert.bench.isolated import IsolatedRunError, time_alone
 
 pytest.importorskip("onnxruntime")
@@ -65,7 +66,7 @@ def test_a_worker_that_fails_names_its_engine(tmp_path):
                    str(tmp_path))
 
 
-def test_sweep_over_precisions_and_batches_makes_one_table():
+def test_sweep_over_precisions_and_batches_makes_one_table(tmp_path):
     result = run_sweep("tiny", [0.9], block=4, batch=[1, 2], precisions=["fp32", "int8"],
                        peers=["sparsebert", "onnxruntime"], command="grid", **FAST)
     assert [(p["precision"], p["batch"]) for p in result["points"]] == [("fp32", 1), ("fp32", 2), ("int8", 1),
@@ -80,6 +81,9 @@ def test_sweep_over_precisions_and_batches_makes_one_table():
     assert [row[:2] for row in table[2:]] == [["fp32", "1"], ["fp32", "2"], ["int8", "1"], ["int8", "2"]]
     assert [row[column] == "—" for row in table[2:]] == [True, True, False, False]
     assert "quantize_dynamic" in md and md.rstrip().splitlines()[-1] == "Reproduce with: `grid`"
+    if importlib.util.find_spec("matplotlib"):  # one line per engine, precision and batch size
+        plot.sweep_plot(result, tmp_path / "grid.png")
+        assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="block=4"):
         run_sweep("tiny", [0.9], block=1, precisions=["int8"], **FAST)
 
