@@ -533,7 +533,7 @@ def checkpoint_with_tokenizer(kind, tmp_path, minilm_dir, **config):
     labels = {"sequence_classification": {0: "negative", 1: "neutral", 2: "positive"},
               "token_classification": {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC"}}.get(kind)
     kw = {"vocab_size": 30522, "max_position_embeddings": 64, **config}
-    if labels:
+    if labels and "num_labels" not in config:
         kw.update(id2label=labels, num_labels=len(labels))
     model = make_model(kind, seed=2, **kw)
     ckpt = tmp_path / f"ckpt_{kind}"

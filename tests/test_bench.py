@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import sparsebert
-from sparsebert.bench import flops, report, timing
+from sparsebert.bench import flops, report, sweep_report, timing
 from sparsebert.bench.models import dense_weight, to_transformers
 from sparsebert.format import read_model
 from sparsebert.convert.packing import pack_arrays
@@ -426,9 +426,10 @@ def _sweep_result(deepsparse: bool) -> dict:
 
 
 def test_sweep_markdown_table_format():
-    md = report.sweep_markdown(_sweep_result(deepsparse=False))
+    md = sweep_report.sweep_markdown(_sweep_result(deepsparse=False))
     lines = md.splitlines()
-    assert lines[0] == "### bert-base: latency vs sparsity (unstructured magnitude pruning), batch 1 × seq 128, 2 threads"
+    assert lines[0] == ("### bert-base: latency vs sparsity (unstructured magnitude pruning, fp32), batch 1 × seq 128, "
+                        "2 threads")
     assert "Machine: Test CPU, 2 CPUs available, isa avx512, 2 threads, commit abc1234, 2026-01-02" in lines
     assert "Command: `sparsebert bench --sweep`" in lines
     table = [line for line in lines if line.startswith("|")]
@@ -444,7 +445,7 @@ def test_sweep_markdown_table_format():
 
 
 def test_sweep_markdown_with_deepsparse_says_it_is_not_interleaved():
-    md = report.sweep_markdown(_sweep_result(deepsparse=True))
+    md = sweep_report.sweep_markdown(_sweep_result(deepsparse=True))
     header = [c.strip() for c in next(line for line in md.splitlines() if line.startswith("|")).strip("|").split("|")]
     assert header[-3:] == ["DeepSparse ms *", "sparsebert / DeepSparse", "sparsebert GFLOP/s real"]
     assert "own interpreter" in md and "same round-robin" in md

@@ -27,7 +27,7 @@ ROOT = Path(sparsebert.__path__[0])
 EXTENSION = "sparsebert._core"  # compiled, no source to scan; runtime (only _native imports it)
 RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert._native", "sparsebert.tuning",
            "sparsebert.tokenizer_text", "sparsebert.text_encoding", "sparsebert.answer_spans", "sparsebert.engine",
-           "sparsebert.fill_mask",
+           "sparsebert.fill_mask", "sparsebert.rerank",
            "sparsebert.pipelines", "sparsebert.extras", "sparsebert.spelling", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.cli_args", "sparsebert.run_command",
          "sparsebert.info_command", "sparsebert.demo", "sparsebert.__main__"}

@@ -62,6 +62,7 @@ FIXTURES: dict[str, Callable[[Path, Path, Path], None]] = {
     "squad.sbert": _packed("question_answering", max_position_embeddings=512),
     "minilm.sbert": _minilm,
     "bert-base.sbert": _packed("masked_lm", head="masked_lm"),
+    "reranker.sbert": _packed("sequence_classification", num_labels=1),
 }
 
 

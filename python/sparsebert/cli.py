@@ -76,8 +76,8 @@ def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) ->
     p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
 
     p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, sentence-embedding, "
-                                        "text-classification, token-classification, question-answering; prints "
-                                        "JSON lines")
+                                        "text-classification, token-classification, question-answering, rerank; "
+                                        "prints JSON lines")
     run_command.add_arguments(p)
 
     p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",

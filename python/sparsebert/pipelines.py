@@ -20,14 +20,16 @@ from .answer_spans import best_spans, window_probs, word_span
 from .engine import SparseEngine
 from .fill_mask import fill_masks
 from .format import read_model
+from .rerank import check_rerank_model, rerank
 from .spelling import option
 from .text_encoding import check_texts, encode_truncated, load_tokenizer, question_windows
 from .tokenizer_text import TOKENIZER_FILE, tokenizer_json
 
 TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification",
-         "question-answering", "fill-mask")
+         "question-answering", "fill-mask", "rerank")
 _NEEDS_HEAD = {"text-classification": "sequence_classification", "token-classification": "token_classification",
-               "question-answering": "question_answering", "fill-mask": "masked_lm"}
+               "question-answering": "question_answering", "fill-mask": "masked_lm",
+               "rerank": "sequence_classification"}
 
 
 def _text_list(inputs: Any, who: str) -> list[Any]:
@@ -65,6 +67,8 @@ class Pipeline:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.task == "question-answering":
             return self._answer_all(inputs, batch_size, **kwargs)
+        if self.task == "rerank":  # pipe(texts, query=q) or pipe([(q, t), ...]): see rerank.py
+            return rerank(self.engine, self.tokenizer, self.max_length, self._arrays, inputs, batch_size, **kwargs)
         single = isinstance(inputs, str)
         texts = [inputs] if single else _text_list(inputs, f"a {self.task} pipeline")
         check_texts(texts)
@@ -268,6 +272,8 @@ def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_thr
     if needed and engine.config["head"] != needed:
         raise ValueError(f"task {task!r} needs a model with a {needed} head; {model} has head "
                          f"{engine.config['head']!r}")
+    if task == "rerank":
+        check_rerank_model(engine.config, model)
     if tokenizer is None:
         text = read_model(model, verify_crc=False).header.get("tokenizer")
         if text is None:

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="feature-extraction: one sentence embedding per text instead of token vectors")
     p.add_argument("--normalize", action="store_true", help="feature-extraction with --pooling: L2-normalise")
     p.add_argument("--question", default=None, help="question-answering: the question (the texts are contexts)")
+    p.add_argument("--query", default=None,
+                   help="rerank: the query; the texts are ranked against it and printed best first, with their "
+                        "index and score (all texts are read before the first result)")
     p.add_argument("--max-seq-len", type=positive_int, default=None, metavar="N",
                    help="question-answering: tokens per window (default 384, at most the model's)")
     p.add_argument("--doc-stride", type=int, default=None, metavar="N",
@@ -46,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.task == "question-answering") != (args.question is not None):
         raise ValueError("--question goes with question-answering, and question-answering needs it")
+    if (args.task == "rerank") != (args.query is not None):
+        raise ValueError("--query goes with rerank, and rerank needs it")
     windows = {key: value for key, value in (("max_seq_len", args.max_seq_len), ("doc_stride", args.doc_stride))
                if value is not None}
     if windows and args.question is None:
@@ -61,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.task == "fill-mask" and args.top_k is not None:
         options = {"top_k": args.top_k}
     texts = iter(args.texts) if args.texts else standard_input_lines()
+    if args.task == "rerank":
+        return _rerank(pipe, list(texts), args.query, args.batch_size)
     to_list = lambda value: np.asarray(value).tolist()  # noqa: E731 (arrays of feature-extraction)
     count = 0
     for batch in batches(texts, args.batch_size):
@@ -76,6 +83,15 @@ def run(args: argparse.Namespace) -> int:
         count += len(batch)
     if not count:
         raise ValueError("no texts: pass them as arguments or one per line on standard input")
+    return EXIT_OK
+
+
+def _rerank(pipe: Any, texts: list[str], query: str, batch_size: int) -> int:
+    """One JSON line per text, best first: a ranking needs every text's score before the first line."""
+    if not texts:
+        raise ValueError("no texts: pass them as arguments or one per line on standard input")
+    ranked = pipe(texts, query=query, batch_size=batch_size, return_text=True)
+    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ranked))
     return EXIT_OK
 
 

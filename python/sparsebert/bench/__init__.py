@@ -4,9 +4,10 @@
     result = bench.run_engine_bench(bench.random_source("bert-base", sparsity=0.9), batch=1, seq=128, threads=2)
     print(bench.engine_text(result))
 
-Every figure is a same-run comparison: the engines run the same weights on the same inputs in one process,
-interleaved round-robin, and the harness reports medians, p10 and ratios, because the machines this is meant
-for are shared and noisy and absolute milliseconds from different runs do not compare.
+Every figure is a same-run comparison: the engines run the same weights on the same inputs, interleaved
+round-robin in one process or (``mode="isolated"``) each alone in its own process, one after another, and the
+harness reports medians, p10 and ratios, because the machines this is meant for are shared and noisy and
+absolute milliseconds from different runs do not compare.
 
 One job per module:
 
@@ -18,7 +19,8 @@ One job per module:
 * ``deepsparse_peer``  the optional DeepSparse peer, run in its own interpreter (``_deepsparse_driver.py``)
 * ``environment``  what a result must name: CPU, ISA, threads, commit, versions, date, command
 * ``engine_bench`` / ``sweep`` / ``kernel_bench``   the three benchmarks
-* ``report``, ``plot``                             Markdown / text tables, JSON, PNG plots
+* ``isolated``, ``isolated_worker``  each engine timed alone in a fresh process of its own
+* ``report``, ``sweep_report``, ``plot``          Markdown / text tables, JSON, PNG plots
 * ``cli``          the ``sparsebert bench`` subcommand
 
 Importing this package is cheap; torch, transformers, onnxruntime and matplotlib are imported by the
@@ -44,7 +46,7 @@ _LAZY = {
     "run_sweep": "sparsebert.bench.sweep",
     "run_kernel_bench": "sparsebert.bench.kernel_bench",
     "engine_text": "sparsebert.bench.report",
-    "sweep_markdown": "sparsebert.bench.report",
+    "sweep_markdown": "sparsebert.bench.sweep_report",
     "kernel_markdown": "sparsebert.bench.report",
 }
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from ..cli_args import thread_count
 from ..convert.packing import FLOAT_LAYOUTS
-from . import defaults, plot, report
+from . import defaults, plot, report, sweep_report
 from .engine_bench import run_engine_bench
 from .kernel_bench import run_kernel_bench
 from .models import HEADS, RANDOM_CONFIGS, file_source, random_source
-from .sweep import run_sweep
+from .sweep import PRECISIONS, run_sweep
 
 EXIT_OK, EXIT_FAILED = 0, 1
 RANDOM_NAMES = tuple(RANDOM_CONFIGS)
@@ -104,6 +104,13 @@ def _peers(text: str) -> list[str]:
     return values
 
 
+def _precisions(text: str) -> list[str]:
+    values = list(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
+    if not values or any(v not in PRECISIONS for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(PRECISIONS)}")
+    return values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", nargs="?",
                    help="a packed .sbert file or a transformers checkpoint directory (exported on the fly)")
@@ -130,9 +137,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--quantize", choices=("int8",), default=None,
                        help="export the model's encoder layers as int8 (block4_int8); sparsebert fp32 on the "
                             "same weights and ONNX Runtime dynamic int8 then join the peers")
+    model.add_argument("--precisions", type=_precisions, default=["fp32"], metavar="LIST",
+                       help="--sweep: fp32, int8 or fp32,int8 (int8 needs --block 4); default fp32")
 
     run = p.add_argument_group("how to run")
-    run.add_argument("--batch", type=_positive_ints, default=[1], metavar="B", help="batch size (default 1)")
+    run.add_argument("--batch", type=_positive_ints, default=[1], metavar="B",
+                     help="batch size (default 1); --sweep takes a list (e.g. 1,8)")
     run.add_argument("--seq", type=_positive_ints, default=[128], metavar="S", help="sequence length (default 128)")
     run.add_argument("--threads", type=_thread_counts, default=None, metavar="T",
                      help="threads for every engine (default: the CPUs available); --kernels takes a list "
@@ -141,6 +151,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help=f"timed runs per engine (default {defaults.RUNS})")
     run.add_argument("--warmup", type=int, default=defaults.WARMUP, metavar="W",
                      help=f"warm-up runs per engine (default {defaults.WARMUP})")
+    run.add_argument("--mode", choices=defaults.MODES, default=defaults.MODE,
+                     help="interleaved: all engines in this process, round-robin, a pause before each turn; "
+                          "isolated: each engine alone in a fresh process of its own, one after another; both: "
+                          f"isolated, then interleaved, reported side by side (default {defaults.MODE})")
     run.add_argument("--pause-ms", type=float, default=defaults.PAUSE_MS, metavar="MS",
                      help="sleep before each engine's turn so the previous engine's spinning threads go idle "
                           f"(default {defaults.PAUSE_MS:g})")
@@ -173,7 +187,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _single(args: argparse.Namespace, name: str) -> int:
     values = getattr(args, name)
     if len(values) != 1:
-        raise ValueError(f"--{name} takes one value here (lists are for --kernels), got {values}")
+        raise ValueError(f"--{name} takes one value here (lists are for --kernels, and --batch for --sweep), got "
+                         f"{values}")
     return values[0]
 
 
@@ -209,9 +224,9 @@ def _write(args: argparse.Namespace, result: dict[str, Any], markdown: str, plot
 
 
 RENDERERS = {  # result kind -> (text for the terminal, Markdown, plot function name)
-    "engine": ("engine_text", "engine_markdown", "engine_plot"),
-    "sweep": ("sweep_markdown", "sweep_markdown", "sweep_plot"),
-    "kernels": ("kernel_markdown", "kernel_markdown", "kernel_plot"),
+    "engine": (report.engine_text, report.engine_markdown, "engine_plot"),
+    "sweep": (sweep_report.sweep_markdown, sweep_report.sweep_markdown, "sweep_plot"),
+    "kernels": (report.kernel_markdown, report.kernel_markdown, "kernel_plot"),
 }
 
 
@@ -226,9 +241,8 @@ def _render(args: argparse.Namespace) -> int:
     if kind not in RENDERERS:
         raise ValueError(f"{args.render} is not a sparsebert bench result (kind {kind!r})")
     text, markdown, plotter = RENDERERS[kind]
-    print(getattr(report, text)(result))
-    _write(argparse.Namespace(json=None, markdown=args.markdown, plot=args.plot), result,
-           getattr(report, markdown)(result), plotter)
+    print(text(result))
+    _write(argparse.Namespace(json=None, markdown=args.markdown, plot=args.plot), result, markdown(result), plotter)
     return EXIT_OK
 
 
@@ -251,16 +265,19 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         _write(args, result, text, "kernel_plot")
         return EXIT_OK
 
-    common = dict(batch=_single(args, "batch"), seq=_single(args, "seq"), threads=_threads(args),
-                  runs=_single(args, "runs"), warmup=args.warmup, peers=args.peers, isa=args.isa,
-                  deepsparse_python=args.deepsparse_python, pause_ms=args.pause_ms, command=command, log=log,
-                  rewarm=not args.cold)
+    if args.precisions != ["fp32"] and not args.sweep:
+        raise ValueError("--precisions is for --sweep; one model's precision is --quantize")
+    common = dict(seq=_single(args, "seq"), threads=_threads(args), runs=_single(args, "runs"), warmup=args.warmup,
+                  peers=args.peers, isa=args.isa, deepsparse_python=args.deepsparse_python, pause_ms=args.pause_ms,
+                  command=command, log=log, rewarm=not args.cold, mode=args.mode)
     if args.sweep:
         if args.model:
             raise ValueError("--sweep prunes a random model (--random NAME); it does not take MODEL")
-        result = run_sweep(args.random or "bert-base", args.sparsities, args.block, layout=args.layout,
-                           seed=args.seed, head=args.head, **common)
-        text = report.sweep_markdown(result)
+        if args.quantize:
+            raise ValueError("--sweep takes --precisions fp32,int8 rather than --quantize")
+        result = run_sweep(args.random or "bert-base", args.sparsities, args.block, batch=args.batch,
+                           layout=args.layout, seed=args.seed, head=args.head, precisions=args.precisions, **common)
+        text = sweep_report.sweep_markdown(result)
         print(text)
         _write(args, result, text, "sweep_plot")
         return EXIT_OK if all(p["agree"] for p in result["points"]) else EXIT_FAILED
@@ -273,7 +290,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
                             quantize=args.quantize)
               if args.random else file_source(args.model, args.layout, quantize=args.quantize))
     with source:
-        result = run_engine_bench(source, seed=args.seed, **common)
+        result = run_engine_bench(source, batch=_single(args, "batch"), seed=args.seed, **common)
     print(report.engine_text(result))
     _write(args, result, report.engine_markdown(result), "engine_plot")
     return EXIT_OK if result["agree"] else EXIT_FAILED

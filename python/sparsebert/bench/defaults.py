@@ -25,3 +25,9 @@ KERNEL_TOKENS = (128, 1024)
 KERNEL_LAYOUTS = ("dense", "unstructured", "block4")
 KERNEL_THREADS = (1, 2)
 KERNEL_SPARSITY = 0.9
+
+# How engines are timed (engine_bench.run_engine_bench): "interleaved" in one process (the default: same-moment
+# ratios on a drifting machine), "isolated" each alone in its own process, or both, isolated first.
+MODES = ("interleaved", "isolated", "both")
+MODE = "interleaved"
+MODE_ORDER = {"interleaved": ("interleaved",), "isolated": ("isolated",), "both": ("isolated", "interleaved")}

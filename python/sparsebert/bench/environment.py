@@ -90,7 +90,8 @@ def _thread_pools() -> list[dict[str, Any]]:
     return [{k: pool.get(k) for k in keep if pool.get(k) is not None} for pool in threadpool_info()]
 
 
-def environment(isa: str | None = None, threads: int | list[int] | None = None, command: str | None = None) -> dict[str, Any]:
+def environment(isa: str | None = None, threads: int | list[int] | None = None,
+                command: str | None = None) -> dict[str, Any]:
     """The record a result carries: machine, ISA path, threads, commit, versions, date, command, load."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]

@@ -252,7 +252,8 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
         width = kept_heads[i] * dh
         w, b = linear(f"{ours}.attention.qkv")
         for j, part in enumerate(names["qkv"]):  # qkv rows: Q, then K, then V
-            put(part.format(i=i), _pad_rows(w[j * width:(j + 1) * width], h), _pad_rows(b[j * width:(j + 1) * width], h))
+            rows = slice(j * width, (j + 1) * width)
+            put(part.format(i=i), _pad_rows(w[rows], h), _pad_rows(b[rows], h))
         w, b = linear(f"{ours}.attention.output")
         put(names["attention.output"].format(i=i), _pad_cols(w, h), b)
         w, b = linear(f"{ours}.ffn.up")

@@ -7,7 +7,8 @@ from typing import Any
 
 from .runners import LABELS
 
-COLORS = {"sparsebert": "#d62728", "onnxruntime": "#1f77b4", "pytorch": "#ff7f0e", "deepsparse": "#2ca02c"}
+COLORS = {"sparsebert": "#d62728", "onnxruntime": "#1f77b4", "pytorch": "#ff7f0e", "deepsparse": "#2ca02c",
+          "sparsebert_fp32": "#9467bd", "onnxruntime_int8": "#17becf"}
 
 
 def _pyplot() -> Any:
@@ -48,28 +49,37 @@ def engine_plot(result: dict[str, Any], path: str | os.PathLike) -> None:
 
 def _title(first: str, result: dict[str, Any]) -> str:
     env = result["environment"]
-    return (f"{first}, batch {result['batch']} × seq {result['seq']}, {result['threads']} threads, "
-            f"isa {env['isa']}\n{env['cpu']}, commit {env['commit'] or 'n/a'}, {env['date'][:10]}")
+    batches = ", ".join(map(str, result.get("batches") or [result["batch"]]))
+    mode = f", {result['mode']} timing" if "mode" in result else ""
+    return (f"{first}, batch {batches} × seq {result['seq']}, {result['threads']} threads, "
+            f"isa {env['isa']}{mode}\n{env['cpu']}, commit {env['commit'] or 'n/a'}, {env['date'][:10]}")
 
 
 def sweep_plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Latency against sparsity per engine (left) and sparsebert's ratio to each peer (right)."""
     plt = _pyplot()
-    points = result["points"]
-    x = [100 * p["sparsity"] for p in points]
+    # One line per engine, and per precision and batch size when the sweep has several.
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for p in result["points"]:
+        groups.setdefault((p.get("precision", "fp32"), p.get("batch", result["batch"])), []).append(p)
     fig, (lat, rat) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in result["engines_run"]:
-        have = [(xi, p["engines"][name]) for xi, p in zip(x, points) if name in p["engines"]]
-        if not have:
-            continue
-        xs, rows = zip(*have)
-        label = LABELS.get(name, name)
-        lat.plot(xs, [r["median_ms"] for r in rows], "o-", color=COLORS.get(name), label=label)
-        lat.fill_between(xs, [r["p10_ms"] for r in rows], [r["p90_ms"] for r in rows], color=COLORS.get(name),
-                         alpha=0.15, linewidth=0)
-        if name != "sparsebert":
-            ratios = [(xi, p["ratios"][name]) for xi, p in zip(x, points) if name in p["ratios"]]
-            rat.plot(*zip(*ratios), "o-", color=COLORS.get(name), label=f"sparsebert / {LABELS.get(name, name)}")
+    styles = ("o-", "s--", "^:", "d-.")
+    for g, ((precision, batch), points) in enumerate(groups.items()):
+        suffix = f" ({precision}, batch {batch})" if len(groups) > 1 else ""
+        x = [100 * p["sparsity"] for p in points]
+        for name in result["engines_run"]:
+            have = [(xi, p["engines"][name]) for xi, p in zip(x, points) if name in p["engines"]]
+            if not have:
+                continue
+            xs, rows = zip(*have)
+            label = LABELS.get(name, name) + suffix
+            style = styles[g % len(styles)]
+            lat.plot(xs, [r["median_ms"] for r in rows], style, color=COLORS.get(name), label=label)
+            lat.fill_between(xs, [r["p10_ms"] for r in rows], [r["p90_ms"] for r in rows], color=COLORS.get(name),
+                             alpha=0.15, linewidth=0)
+            if name != "sparsebert":
+                ratios = [(xi, p["ratios"][name]) for xi, p in zip(x, points) if name in p["ratios"]]
+                rat.plot(*zip(*ratios), style, color=COLORS.get(name), label=f"sparsebert / {label}")
     lat.set_xlabel("sparsity of the encoder's linear layers, %")
     lat.set_ylabel("median latency, ms (band p10–p90)")
     lat.set_ylim(bottom=0)

@@ -14,27 +14,30 @@ from typing import Any
 
 import numpy as np
 
+from . import isolated
 from .environment import machine_line
 from .runners import LABELS
 
-# Short column names for the peers in Markdown tables.
-SHORT = {"sparsebert": "sparsebert", "onnxruntime": "ORT", "pytorch": "PyTorch", "deepsparse": "DeepSparse"}
+# Short column names for the peers in Markdown tables, in the order sweep tables show them.
+SHORT = {"sparsebert": "sparsebert", "onnxruntime": "ORT", "onnxruntime_int8": "ORT int8", "pytorch": "PyTorch",
+         "deepsparse": "DeepSparse"}
 OWN_PROCESS = ("DeepSparse 1.8 needs Python <= 3.11 and numpy < 2, so it runs in a child process of its own "
-               "interpreter, driven over a pipe: it takes its turns in the same round-robin, and its times are "
-               "measured inside that process")
+               "interpreter, driven over a pipe, and its times are measured inside that process")
+OWN_PROCESS_BY_MODE = {"interleaved": "interleaved, it takes its turns in the same round-robin",
+                       "isolated": "isolated, it runs alone after the other engines"}
 
 
-def _ms(value: float | None) -> str:
+def ms_text(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.2f}" if value < 100 else f"{value:.1f}"
 
 
-def _ratio(value: float | None) -> str:
+def ratio_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}×"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
     """A Markdown table, cells padded so the source reads as a table too."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
 
@@ -46,22 +49,53 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     return [line(header), rule, *(line(r) for r in rows)]
 
 
-def _provenance(env: dict[str, Any]) -> list[str]:
+def provenance(env: dict[str, Any]) -> list[str]:
     return [f"Machine: {machine_line(env)}", f"Command: `{env['command']}`"]
+
+
+def reproduce_line(env: dict[str, Any], markdown: bool) -> str:
+    """The last line of every report: the command that produced it."""
+    return f"Reproduce with: `{env['command']}`" if markdown else f"reproduce with: {env['command']}"
+
+
+def timing_method(mode: str, pause_ms: float = 0.0, rewarm: bool = True) -> str:
+    """How one timing mode ran the engines, in words (tables, the demo)."""
+    if mode == "isolated":
+        return isolated.METHOD
+    how = "each timed call right after an untimed one of the same engine" if rewarm else \
+        "each timed call right after the other engines' (cold)"
+    return f"interleaved round-robin in one process, {pause_ms:g} ms pause before each turn, {how}"
+
+
+def method_line(mode: str, runs: int, warmup: int, threads: int, pause_ms: float = 0.0, rewarm: bool = True) -> str:
+    """One line saying how a latency was measured, e.g. "median of 20 runs after 3 warm-up, each engine alone in
+    its own process, one after another, 2 threads"."""
+    return (f"median of {runs} runs after {warmup} warm-up, {timing_method(mode, pause_ms, rewarm)}, "
+            f"{threads} thread{'s' if threads != 1 else ''}")
+
+
+def result_modes(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A result's timing modes and their tables (results saved before the isolated mode: interleaved only)."""
+    keys = ("engines", "ratios", "agreement", "agreement_atol", "agree")
+    return result.get("modes") or {"interleaved": {k: result[k] for k in keys if k in result}}
 
 
 # ---------------------------------------------------------------------------------------------- engine
 
 
-def _timing_words(result: dict[str, Any]) -> str:
-    how = "each timed call right after an untimed one of the same engine" if result.get("rewarm", True) else \
-        "each timed call right after the other engines' (cold)"
-    return f"interleaved round-robin, {result['pause_ms']:g} ms pause before each turn, {how}"
+def own_process_note(result: dict[str, Any]) -> str:
+    return "; ".join([OWN_PROCESS, *(OWN_PROCESS_BY_MODE[m] for m in result_modes(result))])
+
+
+def timing_words(result: dict[str, Any], modes: list[str] | None = None) -> str:
+    """How ``result`` (an engine or sweep result, for its pause and rewarm) timed each of ``modes``."""
+    modes = modes or list(result_modes(result))
+    return "; and ".join(timing_method(m, result["pause_ms"], result.get("rewarm", True)) for m in modes)
 
 
 def _run_line(result: dict[str, Any]) -> str:
     return (f"batch {result['batch']} × seq {result['seq']}, {result['threads']} threads, "
-            f"{result['warmup']} warm-up + {result['runs']} timed runs per engine, {_timing_words(result)}")
+            f"{result['warmup']} warm-up + {result['runs']} timed runs per engine, {timing_words(result)}")
 
 
 def _work_line(result: dict[str, Any]) -> str:
@@ -71,12 +105,12 @@ def _work_line(result: dict[str, Any]) -> str:
             f"GFLOP); layouts: {', '.join(f'{n} {k}' for k, n in result['model']['layouts'].items())}")
 
 
-def _engine_rows(result: dict[str, Any]) -> list[list[str]]:
+def _engine_rows(timed: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for name, e in result["engines"].items():
+    for name, e in timed["engines"].items():
         label = e["label"] + (" *" if name == "deepsparse" else "")
-        ratio = "1.00×" if name == "sparsebert" else _ratio(result["ratios"].get(name))
-        rows.append([label, _ms(e["median_ms"]), _ms(e["p10_ms"]), f"{e['throughput_seq_s']:.1f}",
+        ratio = "1.00×" if name == "sparsebert" else ratio_text(timed["ratios"].get(name))
+        rows.append([label, ms_text(e["median_ms"]), ms_text(e["p10_ms"]), f"{e['throughput_seq_s']:.1f}",
                      f"{e['dense_gflops']:.1f}", f"{e['real_gflops']:.1f}", ratio])
     return rows
 
@@ -85,6 +119,7 @@ ENGINE_HEADER = ("engine", "median ms", "p10 ms", "seq/s", "GFLOP/s dense-eq", "
 
 
 def _agreement_line(result: dict[str, Any]) -> str:
+    """``result``: a result or one of its modes (both hold agreement, agreement_atol and agree)."""
     def name(key: str) -> str:
         return " vs ".join(LABELS.get(p, p) for p in key.split(" vs "))
 
@@ -108,88 +143,63 @@ def _profile_line(result: dict[str, Any]) -> str | None:
     return f"sparsebert per-op profile (mean of extra runs, summed over layers, total {total:.2f} ms): {parts}"
 
 
+def _mode_sections(result: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """(heading or None, the mode's table) per timing mode; a heading only when several modes ran."""
+    modes = result_modes(result)
+    if len(modes) == 1:
+        return [(None, next(iter(modes.values())))]
+    return [(f"{m}: {timing_method(m, result['pause_ms'], result.get('rewarm', True))}", t) for m, t in modes.items()]
+
+
+def _modes_line(result: dict[str, Any]) -> str | None:
+    """sparsebert / peer in every mode side by side, when several ran."""
+    modes = result_modes(result)
+    if len(modes) < 2:
+        return None
+    peers = list(dict.fromkeys(p for t in modes.values() for p in t["ratios"]))
+    parts = [f"{LABELS.get(p, p)} " + " / ".join(f"{m} {ratio_text(t['ratios'].get(p))}" for m, t in modes.items())
+             for p in peers]
+    return "sparsebert / engine by timing mode: " + "; ".join(parts)
+
+
 def engine_text(result: dict[str, Any]) -> str:
-    """The terminal report of ``run_engine_bench``."""
+    """The terminal report of ``run_engine_bench``; its last line is the command that reproduces it."""
     env = result["environment"]
     lines = [f"sparsebert bench: {result['model']['description']}", "  " + _run_line(result),
-             "  " + _work_line(result), "  " + machine_line(env), ""]
-    header, rows = ENGINE_HEADER, _engine_rows(result)
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    for cells in (header, *rows):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
+             "  " + _work_line(result), "  " + machine_line(env)]
+    for heading, timed in _mode_sections(result):
+        lines.append("")
+        if heading:
+            lines.append(heading)
+        header, rows = ENGINE_HEADER, _engine_rows(timed)
+        widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+        for cells in (header, *rows):
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths))))
+        lines.append(_agreement_line(timed))
     if "deepsparse" in result["engines"]:
-        lines.append(f"* {OWN_PROCESS}.")
+        lines.append(f"* {own_process_note(result)}.")
     if result.get("deepsparse_error"):
         lines.append(f"DeepSparse: {result['deepsparse_error']}")
-    lines += ["", _agreement_line(result)]
-    profile = _profile_line(result)
-    if profile:
-        lines.append(profile)
+    lines += [""] + [line for line in (_modes_line(result), _profile_line(result)) if line]
+    lines.append(reproduce_line(env, markdown=False))
     return "\n".join(lines)
 
 
 def engine_markdown(result: dict[str, Any]) -> str:
-    """A Markdown section for one engine benchmark."""
-    lines = [f"**{result['model']['description']}**, {_run_line(result)}.", "", *_provenance(result["environment"]),
-             "", _work_line(result) + ".", ""]
-    lines += _table(ENGINE_HEADER, _engine_rows(result), [False] + [True] * 6)
+    """A Markdown section for one engine benchmark; its last line is the command that reproduces it."""
+    lines = [f"**{result['model']['description']}**, {_run_line(result)}.", "", *provenance(result["environment"]),
+             "", _work_line(result) + "."]
+    for heading, timed in _mode_sections(result):
+        lines += ["", f"*{heading}*", ""] if heading else [""]
+        lines += markdown_table(ENGINE_HEADER, _engine_rows(timed), [False] + [True] * 6)
+        lines += ["", _agreement_line(timed) + "."]
     if "deepsparse" in result["engines"]:
-        lines += ["", f"\\* {OWN_PROCESS}."]
-    lines += ["", _agreement_line(result) + "."]
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------- sweep
-
-
-def sweep_columns(result: dict[str, Any]) -> list[str]:
-    engines = result["engines_run"]
-    cols = ["sparsity", "layouts", "sparsebert ms"]
-    for peer in ("onnxruntime", "pytorch"):
-        if peer in engines:
-            cols += [f"{SHORT[peer]} ms", f"sparsebert / {SHORT[peer]}"]
-    if "deepsparse" in engines:
-        cols += ["DeepSparse ms *", "sparsebert / DeepSparse"]
-    cols.append("sparsebert GFLOP/s real")
-    return cols
-
-
-def sweep_rows(result: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for point in result["points"]:
-        e, r = point["engines"], point["ratios"]
-        layouts = ", ".join(f"{k} {n}" for k, n in sorted(point["model"]["layouts"].items(), key=lambda kv: -kv[1]))
-        row = [f"{point['sparsity']:.0%}", layouts, _ms(e["sparsebert"]["median_ms"])]
-        for peer in ("onnxruntime", "pytorch"):
-            if peer in result["engines_run"]:
-                row += [_ms(e[peer]["median_ms"]) if peer in e else "—", _ratio(r.get(peer))]
-        if "deepsparse" in result["engines_run"]:
-            row += [_ms(e["deepsparse"]["median_ms"]) if "deepsparse" in e else "—", _ratio(r.get("deepsparse"))]
-        row.append(f"{e['sparsebert']['real_gflops']:.1f}")
-        rows.append(row)
-    return rows
-
-
-def sweep_markdown(result: dict[str, Any]) -> str:
-    """The sweep as Markdown: a caption naming model, machine, ISA, threads, commit and command, then the table."""
-    env = result["environment"]
-    pruning = "4-block" if result["block"] == 4 else "unstructured"
-    lines = [f"### {result['model_name']}: latency vs sparsity ({pruning} magnitude pruning), batch {result['batch']} "
-             f"× seq {result['seq']}, {result['threads']} threads", "",
-             *_provenance(env), "",
-             f"Median of {result['runs']} timed runs per engine after {result['warmup']} warm-up at each point, "
-             f"{_timing_words(result)}. Ratios are "
-             "sparsebert / engine (below 1: sparsebert is faster). ONNX Runtime and PyTorch run the same pruned "
-             "weights densely, so their latency does not depend on sparsity; they are re-measured at every point "
-             "for the ratio.", ""]
-    cols = sweep_columns(result)
-    lines += _table(cols, sweep_rows(result), [False, False] + [True] * (len(cols) - 2))
-    if "deepsparse" in result["engines_run"]:
-        lines += ["", f"\\* {OWN_PROCESS}."]
-    bad = [f"{p['sparsity']:.0%}" for p in result["points"] if not p["agree"]]
-    lines += ["", "Outputs agree at every point (max |difference| on last_hidden_state "
-              f"{max((v for p in result['points'] for v in p['agreement'].values()), default=0.0):.1e})."
-              if not bad else f"**Outputs disagree at {', '.join(bad)}.**"]
+        lines += ["", f"\\* {own_process_note(result)}."]
+    modes_line = _modes_line(result)
+    if modes_line:
+        lines += ["", modes_line + "."]
+    lines += ["", reproduce_line(result["environment"], markdown=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -214,11 +224,12 @@ def kernel_markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     peaks = ", ".join(f"{isa} {p:.0f}" for isa, p in result["fma_peak_gflops"].items())
     lines = [f"### Sparse GEMM kernels: Y[N, T] = W[N, K] · X[K, T], fp32, isa {result['isa']}", "",
-             *_provenance(env), "",
+             *provenance(env), "",
              f"Median of {result['runs']} timed runs (kernel only, activations already in the engine's layout), "
              f"layouts interleaved. Real GFLOP/s counts 2·T·nnz, dense-equivalent 2·T·N·K; % of peak is real "
              f"GFLOP/s over the measured single-thread FMA peak ({peaks} GFLOP/s) times the threads.", ""]
-    lines += _table(KERNEL_HEADER, kernel_rows(result), [False, True, False] + [True] * 6)
+    lines += markdown_table(KERNEL_HEADER, kernel_rows(result), [False, True, False] + [True] * 6)
+    lines += ["", reproduce_line(env, markdown=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -243,5 +254,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in JSON")
 
 
-__all__ = ["engine_markdown", "engine_text", "kernel_markdown", "kernel_rows", "sweep_columns", "sweep_markdown",
-           "sweep_rows", "write_json"]
+__all__ = ["SHORT", "engine_markdown", "engine_text", "kernel_markdown", "kernel_rows", "markdown_table",
+           "method_line", "ms_text", "own_process_note", "provenance", "ratio_text", "reproduce_line", "result_modes",
+           "timing_method", "timing_words", "write_json"]

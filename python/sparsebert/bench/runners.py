@@ -18,12 +18,15 @@ import numpy as np
 from .._version import __version__
 from ..convert import export
 from ..engine import SparseEngine
+from ..format import read_model
 from .defaults import INPUT_NAMES, PEERS
 from .models import to_transformers
+from .onnx_export import bert_outputs
 
 LABELS = {"sparsebert": "sparsebert", "onnxruntime": "ONNX Runtime", "pytorch": "PyTorch eager",
           "deepsparse": "DeepSparse", "sparsebert_fp32": "sparsebert fp32",
           "onnxruntime_int8": "ONNX Runtime int8 (dynamic)"}
+INT8_RECIPE = "quantize_dynamic(weight_type=QInt8, per_channel=True)"
 
 
 @dataclass
@@ -54,25 +57,41 @@ def sparsebert_runner(path: str, inputs: dict[str, np.ndarray], threads: int, is
                   {"version": __version__, "isa": engine.isa, "threads": engine.num_threads}, engine)
 
 
-def onnxruntime_int8_runner(onnx_path: str, inputs: dict[str, np.ndarray], threads: int, workdir: str) -> Runner:
-    """ONNX Runtime on the fp32 graph quantized with its own dynamic int8 recipe (int8 weights per channel,
-    activations quantized per call): the int8 alternative users already have."""
+def quantize_onnx_int8(onnx_path: str, workdir: str) -> str:
+    """ONNX Runtime's own dynamic int8 recipe applied to the fp32 graph (int8 weights per channel, activations
+    quantized per call): the int8 alternative users already have. Returns the quantized file's path."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     q_path = os.path.join(workdir, "model.int8.onnx")
     quantize_dynamic(onnx_path, q_path, weight_type=QuantType.QInt8, per_channel=True)
-    runner = onnxruntime_runner(q_path, inputs, threads)
+    return q_path
+
+
+def onnxruntime_int8_runner(onnx_path: str, inputs: dict[str, np.ndarray], threads: int, workdir: str) -> Runner:
+    """ONNX Runtime on ``quantize_onnx_int8`` of the fp32 graph."""
+    return _as_int8(onnxruntime_runner(quantize_onnx_int8(onnx_path, workdir), inputs, threads))
+
+
+def _as_int8(runner: Runner) -> Runner:
     runner.name, runner.label = "onnxruntime_int8", runner.label + " int8 dynamic"
-    runner.info["quantization"] = "quantize_dynamic(weight_type=QInt8, per_channel=True)"
+    runner.info["quantization"] = INT8_RECIPE
     return runner
+
+
+def write_fp32_twin(packed: Any, workdir: str) -> str:
+    """The fp32 twin of an int8 packed model: the same (dequantized) weights in fp32 layouts. Returns its path."""
+    path = os.path.join(workdir, "fp32.sbert")
+    export(to_transformers(packed), path, verbose=False, compact=False)
+    return path
 
 
 def sparsebert_fp32_runner(packed: Any, inputs: dict[str, np.ndarray], threads: int, isa: str | None,
                            workdir: str) -> Runner:
-    """sparsebert on the fp32 twin of an int8 file: the same (dequantized) weights, fp32 layouts."""
-    path = os.path.join(workdir, "fp32.sbert")
-    export(to_transformers(packed), path, verbose=False, compact=False)
-    runner = sparsebert_runner(path, inputs, threads, isa)
+    """sparsebert on the fp32 twin of an int8 file."""
+    return _as_fp32(sparsebert_runner(write_fp32_twin(packed, workdir), inputs, threads, isa))
+
+
+def _as_fp32(runner: Runner) -> Runner:
     runner.name, runner.label, runner.engine = "sparsebert_fp32", runner.label + " fp32", None
     return runner
 
@@ -112,5 +131,26 @@ def pytorch_runner(module: Any, inputs: dict[str, np.ndarray], threads: int) -> 
                    "attention": "eager"})
 
 
-__all__ = ["LABELS", "PEERS", "Runner", "make_inputs", "onnxruntime_int8_runner", "onnxruntime_runner",
-           "pytorch_runner", "sparsebert_fp32_runner", "sparsebert_runner"]
+def runner_from_files(name: str, files: dict[str, str], inputs: dict[str, np.ndarray], threads: int,
+                      isa: str | None = None, module: Any = None) -> Runner:
+    """The runner of engine ``name`` on files written beforehand (``files``: "sbert", and as the engines need them
+    "fp32_sbert", "onnx", "onnx_int8"), so that any process can build it: the harness's own or an isolated
+    worker's. PyTorch runs ``module`` (``onnx_export.bert_outputs``), else the model rebuilt from "sbert"."""
+    if name == "sparsebert":
+        return sparsebert_runner(files["sbert"], inputs, threads, isa)
+    if name == "sparsebert_fp32":
+        return _as_fp32(sparsebert_runner(files["fp32_sbert"], inputs, threads, isa))
+    if name == "onnxruntime":
+        return onnxruntime_runner(files["onnx"], inputs, threads)
+    if name == "onnxruntime_int8":
+        return _as_int8(onnxruntime_runner(files["onnx_int8"], inputs, threads))
+    if name == "pytorch":
+        if module is None:
+            module = bert_outputs(to_transformers(files["sbert"]), read_model(files["sbert"]).config)
+        return pytorch_runner(module, inputs, threads)
+    raise ValueError(f"no runner for engine {name!r}")
+
+
+__all__ = ["INT8_RECIPE", "LABELS", "PEERS", "Runner", "make_inputs", "onnxruntime_int8_runner", "onnxruntime_runner",
+           "pytorch_runner", "quantize_onnx_int8", "runner_from_files", "sparsebert_fp32_runner", "sparsebert_runner",
+           "write_fp32_twin"]
