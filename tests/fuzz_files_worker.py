@@ -41,7 +41,8 @@ def tensor_spans(data: bytes) -> list[tuple[str, int, int]]:
 
 def fix_header_crc(out: bytearray) -> bytearray:
     n = PREAMBLE.unpack_from(out)[3]
-    struct.pack_into("<I", out, PREAMBLE.size, zlib.crc32(bytes(out[:PREAMBLE.size]) + bytes(out[HEADER_AT:HEADER_AT + n])) & 0xFFFFFFFF)
+    crc = zlib.crc32(bytes(out[:PREAMBLE.size]) + bytes(out[HEADER_AT:HEADER_AT + n])) & 0xFFFFFFFF
+    struct.pack_into("<I", out, PREAMBLE.size, crc)
     return out
 
 

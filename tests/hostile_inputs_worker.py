@@ -58,7 +58,7 @@ def convert(rng: DrawnRandom, array: np.ndarray) -> np.ndarray:
     dtype = rng.choice(DTYPES)
     try:
         if isinstance(array, np.ndarray) and not array.flags.writeable and array.size >= 10_000:
-            return array.astype(dtype, copy=False) if dtype != object else array
+            return array.astype(dtype, copy=False) if dtype is not object else array
         return np.asarray(array).astype(dtype)
     except (OverflowError, ValueError, TypeError):
         return np.asarray(array, dtype=object)

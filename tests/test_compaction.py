@@ -3,7 +3,6 @@ constants folded into biases, and the engine still matches transformers and the 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

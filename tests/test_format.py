@@ -149,7 +149,8 @@ def test_round_trip(small_model):
             w, b, _ = linear(f"layers.{i}.{ours}")
             np.testing.assert_array_equal(w, sd[p + theirs + ".weight"])
             np.testing.assert_array_equal(b, sd[p + theirs + ".bias"])
-        for ours, theirs in [("attention.layer_norm", "attention.output.LayerNorm"), ("ffn.layer_norm", "output.LayerNorm")]:
+        for ours, theirs in [("attention.layer_norm", "attention.output.LayerNorm"),
+                             ("ffn.layer_norm", "output.LayerNorm")]:
             for s in ("weight", "bias"):
                 np.testing.assert_array_equal(packed.tensors[f"layers.{i}.{ours}.{s}"], sd[p + theirs + "." + s])
     assert layouts == {"dense", "unstructured", "block4"}

@@ -69,7 +69,8 @@ def test_classification_int8_vs_fp32_on_real_minilm(minilm_dir, tmp_path):
     agree = total = 0
     for batch in [[(t,) for t in TEXTS]] + [pairs[i:i + 40] for i in range(0, len(pairs), 40)]:
         enc = tok.encode_batch([b if len(b) == 2 else b[0] for b in batch])
-        inputs = {"input_ids": np.array([e.ids for e in enc]), "attention_mask": np.array([e.attention_mask for e in enc]),
+        inputs = {"input_ids": np.array([e.ids for e in enc]),
+                  "attention_mask": np.array([e.attention_mask for e in enc]),
                   "token_type_ids": np.array([e.type_ids for e in enc])}
         la, lb = (engines[p].run(inputs)["logits"] for p in (int8, fp32))
         agree += int((la.argmax(1) == lb.argmax(1)).sum())

@@ -74,4 +74,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_FROM_CORE))
 
 
-__all__ = ["PackedLinear", "available_isas", "default_isa", "int8_isa", "pack", "pack_int8"]
+__all__ = ["PackedLinear", "available_isas", "default_isa", "int8_isa", "pack", "pack_int8"]  # noqa: F822 (from _core)

@@ -94,7 +94,8 @@ def _agreement(engines: dict[str, Any], batches: list[dict[str, np.ndarray]]) ->
         if layer_error is None:
             layer_error, layer_norm, layer_cosine = error, norm, low
         else:
-            layer_error, layer_norm, layer_cosine = layer_error + error, layer_norm + norm, np.minimum(layer_cosine, low)
+            layer_error, layer_norm = layer_error + error, layer_norm + norm
+            layer_cosine = np.minimum(layer_cosine, low)
         if "logits" in a:
             la, lb = a["logits"], b["logits"]
             if la.ndim == 3:  # token classification: unpadded tokens
