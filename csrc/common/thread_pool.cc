@@ -20,6 +20,8 @@ constexpr int kYieldIterations = 400;
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");  // the spin-wait hint Arm has instead of PAUSE
 #endif
 }
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Checks that the C++ builds for Linux aarch64 (a scalar build: the SIMD kernels are x86-only so far), by
+# cross-compiling with Debian's g++-aarch64-linux-gnu on an x86-64 machine. Nothing is run on aarch64.
+#   1. CMake configures for aarch64 with SPARSEBERT_PYTHON=OFF (the engine as a shared library, no Python needed)
+#      and builds it with -Werror, linked with --no-undefined so every symbol must resolve;
+#   2. fails if any compile command carries an x86 flag (-m...) or compiles an x86 kernel folder, or if any
+#      engine source was left out, or if the result is not an AArch64 ELF;
+#   3. the pybind11 bindings (csrc/bindings) are compiled too (-fsyntax-only: their Python headers are this
+#      machine's, so they are type-checked, not built).
+# Installs the cross compiler with apt-get when it is missing. Needs cmake, pybind11 (python -m pybind11) and
+# Python 3; run from the development virtual environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cxx=aarch64-linux-gnu-g++
+if ! command -v "$cxx" > /dev/null; then
+  echo "+ apt-get install g++-aarch64-linux-gnu"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu
+fi
+python3 -m pybind11 --includes > /dev/null || {
+  echo "tools/cross_compile_aarch64.sh: pybind11 is needed (pip install pybind11)" >&2; exit 1; }
+
+build=build/cross-aarch64
+rm -rf "$build" && mkdir -p build
+generator=()
+command -v ninja > /dev/null && generator=(-G Ninja)
+echo "+ cmake: engine library for aarch64 with $cxx"
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_CXX_COMPILER="$cxx" \
+  -DSPARSEBERT_PYTHON=OFF -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
+  -DCMAKE_CXX_FLAGS=-Werror -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--no-undefined > "$build.log" \
+  || { cat "$build.log" >&2; exit 1; }
+cmake --build "$build"
+
+python3 - "$build" <<'PY'
+import glob, json, os, shlex, subprocess, sys
+build = sys.argv[1]
+commands = json.load(open(f"{build}/compile_commands.json"))
+compiled = {c["file"].split("/csrc/", 1)[1]: c for c in commands}
+expected = {p.split("csrc/", 1)[1] for d in ("kernels", "kernels/ref", "common", "ops", "encoder")
+            for p in glob.glob(f"csrc/{d}/*.cc")}
+problems = [f"not compiled: {f}" for f in sorted(expected - compiled.keys())]
+problems += [f"x86 kernel folder compiled: {f}" for f in sorted(compiled.keys() - expected)]
+for c in commands:
+    flags = [a for a in shlex.split(c["command"]) if a.startswith("-m")]
+    if flags:
+        problems.append(f"x86 flags {flags} on {c['file']}")
+lib = glob.glob(f"{build}/libsparsebert_engine.so")
+header = subprocess.run(["readelf", "-h", lib[0]], capture_output=True, text=True).stdout if lib else ""
+if "AArch64" not in header:
+    problems.append(f"{lib or 'no library'}: not an AArch64 ELF")
+if problems:
+    sys.exit("tools/cross_compile_aarch64.sh:\n  " + "\n  ".join(problems))
+print(f"{len(compiled)} sources compiled for aarch64 with no -m flag; {lib[0]} is AArch64")
+
+# The bindings, with the flags CMake gave the engine's files (no output, no -o), plus pybind11's and Python's
+# headers (this machine's: the bindings are type-checked for aarch64, not built).
+engine = shlex.split(compiled["encoder/builder.cc"]["command"])
+flags = [a for a, before in zip(engine, [""] + engine) if a not in ("-c", "-o") and before != "-o"
+         and not a.endswith(".cc")]
+includes = shlex.split(subprocess.check_output([sys.executable, "-m", "pybind11", "--includes"], text=True))
+for source in sorted(glob.glob("csrc/bindings/*.cc")):
+    print(f"+ {flags[0]} -fsyntax-only {source}", flush=True)
+    subprocess.run(flags + includes + ["-fsyntax-only", os.path.abspath(source)], check=True,
+                   cwd=compiled["encoder/builder.cc"]["directory"])
+PY
+echo "tools/cross_compile_aarch64.sh: the aarch64 scalar build compiles"
