@@ -4,8 +4,9 @@ a reference build does, with no torch on the checking side.
     python tools/wheel_smoke.py make DIR    # an environment with sparsebert[export]: writes packed models of a tiny
                                             # random pruned BERT (fp32 and int8), inputs, and their outputs on
                                             # every ISA this CPU has
-    python tools/wheel_smoke.py check DIR   # any environment with sparsebert and numpy: loads the models, runs the
-                                            # same inputs on the same ISAs and fails unless every output is equal
+    python tools/wheel_smoke.py check DIR   # any environment with sparsebert and numpy: imports every module of
+                                            # the package, loads the models, runs the same inputs on the same ISAs
+                                            # and fails unless every output is equal
 
 Outputs are compared bit for bit: the same C++ on the same ISA at the same thread count gives the same bits (the
 README's reproducibility promise), so any difference means the installed build is not the reference's.
@@ -15,8 +16,10 @@ Used by .ci/wheel and tools/build_wheels.sh.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import pkgutil
 import sys
 import tempfile
 
@@ -55,6 +58,11 @@ def make(directory: str) -> None:
 
 
 def check(directory: str) -> None:
+    # Every module must import with numpy alone (torch and the like are imported only where used), on every Python
+    # the wheels are built for; __main__ would run the command line.
+    for module in pkgutil.walk_packages(sparsebert.__path__, "sparsebert."):
+        if module.name != "sparsebert.__main__":
+            importlib.import_module(module.name)
     with open(os.path.join(directory, "isas.json")) as f:
         isas = json.load(f)
     if sparsebert.available_isas() != isas:
