@@ -3,7 +3,7 @@ package's modules has no cycle, no function-local import of a package module and
 
     runtime   errors, _version, _native, tuning, tokenizer_text, format/*, engine, pipelines (and the package __init__)
     convert   convert/*: imports the runtime only
-    faces     kernels, pruning, cli, demo, bench/*, __main__: import anything below
+    faces     kernels, pruning, cli, demo, bench/*, ray_data, __main__: import anything below
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert
            "sparsebert.fill_mask", "sparsebert.rerank",
            "sparsebert.pipelines", "sparsebert.extras", "sparsebert.spelling", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.cli_args", "sparsebert.run_command",
-         "sparsebert.info_command", "sparsebert.demo", "sparsebert.__main__"}
+         "sparsebert.info_command", "sparsebert.demo", "sparsebert.ray_data", "sparsebert.__main__"}
 LAYERS = ("runtime", "convert", "face")  # an import may only go to its own layer or one before it
 # Function-local imports of package modules that are the point of their function.
 DEFERRED_ON_PURPOSE = {("sparsebert._native", EXTENSION)}  # _native.core(): the extension, on first use

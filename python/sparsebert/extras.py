@@ -24,6 +24,7 @@ EXTRA_OF = {
     "onnxruntime": ("onnxruntime", "bench"),
     "matplotlib": ("matplotlib", "bench"),
     "threadpoolctl": ("threadpoolctl", "bench"),
+    "ray": ("ray", "ray"),
 }
 
 
