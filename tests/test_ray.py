@@ -20,6 +20,8 @@ from sparsebert.ray_data import TASK_COLUMNS, SparsebertPredictor
 from conftest import SENTENCES, checkpoint_with_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+# Ray's own modules warn about their own deprecated settings as they start (the suite turns warnings into errors).
+ON_RAY = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
 TEXTS = [*SENTENCES, "Zürich's café serves crème brûlée on 3 May 2021!", "a", "word " * 300]
 
 
@@ -147,6 +149,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@ON_RAY
 @pytest.mark.parametrize("batch_format", ["numpy", "pandas"])
 def test_map_batches_on_two_actors_keeps_rows_and_order(ray_cluster, models, batch_format):
     texts = [f"{i}: {TEXTS[i % len(TEXTS)]}" for i in range(60)]
@@ -160,6 +163,7 @@ def test_map_batches_on_two_actors_keeps_rows_and_order(ray_cluster, models, bat
     np.testing.assert_array_equal(np.stack([row["embedding"] for row in rows]), np.stack(alone(texts)))
 
 
+@ON_RAY
 def test_map_batches_classification(ray_cluster, models):
     ds = ray_cluster.data.from_items([{"text": t} for t in TEXTS], override_num_blocks=3)
     rows = ds.map_batches(SparsebertPredictor, batch_size=4, concurrency=1, num_cpus=1,
@@ -169,6 +173,7 @@ def test_map_batches_classification(ray_cluster, models):
     assert [(row["label"], row["score"]) for row in rows] == [(r["label"], r["score"]) for r in alone(TEXTS)]
 
 
+@ON_RAY
 def test_the_example_embeds_a_corpus(ray_cluster, models, tmp_path, monkeypatch, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
@@ -187,6 +192,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@ON_RAY
 def test_ray_serve_two_replicas_answer_the_openai_client(ray_cluster, models):
     openai = pytest.importorskip("openai")
     httpx = pytest.importorskip("httpx")

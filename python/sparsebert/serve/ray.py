@@ -103,7 +103,8 @@ def app_builder(args: Mapping[str, Any]) -> Any:
     known = {"models", "settings", "num_replicas", "autoscaling_config", "ray_actor_options", "max_ongoing_requests"}
     unknown = sorted(set(args) - known)
     if unknown:
-        raise ValueError(f"unknown args {', '.join(unknown)}; sparsebert's Ray Serve app takes {', '.join(sorted(known))}")
+        raise ValueError(f"unknown args {', '.join(unknown)}; sparsebert's Ray Serve app takes "
+                         f"{', '.join(sorted(known))}")
     if "models" not in args:
         raise ValueError("args needs models: {name: path to a .sbert file, ...}")
     settings = settings_from(args.pop("settings", None) or {})
