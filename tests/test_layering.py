@@ -180,7 +180,8 @@ def test_layers_import_downward_only():
 
 def test_the_server_imports_no_converter():
     # The serve layer sits above convert in LAYERS only to keep one order; it must not use it.
-    found = [str(i) for i in IMPORTS if layer_of(i.source) == "serve" and layer_of(i.target) not in ("runtime", "serve")]
+    found = [str(i) for i in IMPORTS
+             if layer_of(i.source) == "serve" and layer_of(i.target) not in ("runtime", "serve")]
     assert not found, "the server imports beyond the runtime:\n  " + "\n  ".join(found)
     assert any(layer_of(i.source) == "serve" and layer_of(i.target) == "runtime" for i in IMPORTS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,8 +79,6 @@ def test_mistakes_are_one_line(tmp_path, args, words):
 
 
 def test_a_busy_port_is_one_line(model):
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from ..errors import SparseBertError
 from ..extras import require
 from .app import create_app
 from .metrics import PURPOSE
@@ -48,7 +49,7 @@ def run_server(models: Mapping[str, str | os.PathLike], settings: Optional[Serve
         signal.signal(signal.SIGTERM, previous)
         sock.close()
     if not server.started:
-        raise RuntimeError("the server did not start (see the log above)")
+        raise SparseBertError("the server did not start (see the log above)")
 
 
 def _stopped(signum: int, frame: Any) -> None:
