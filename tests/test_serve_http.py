@@ -61,14 +61,19 @@ def assert_vectors_equal(actual, expected):
 # ------------------------------------------------------------------------------------------ answers
 
 
-@pytest.mark.parametrize("encoding_format", ["float", "base64"])
+@pytest.mark.parametrize("encoding_format", [None, "float", "base64"])
 def test_openai_client_embeddings_equal_the_pipeline(server, pipes, encoding_format):
+    # Without encoding_format the client asks for base64 and decodes it itself; asked for base64, it hands it over.
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    answer = client.embeddings.create(model="emb", input=TEXTS, encoding_format=encoding_format)
+    options = {} if encoding_format is None else {"encoding_format": encoding_format}
+    answer = client.embeddings.create(model="emb", input=TEXTS, **options)
     expected = pipes["emb"](TEXTS, pooling="mean")
     assert [d.index for d in answer.data] == list(range(len(TEXTS)))
     for data, vector in zip(answer.data, expected):
-        assert_vectors_equal(data.embedding, vector)
+        embedding = data.embedding
+        if encoding_format == "base64":
+            embedding = np.frombuffer(base64.b64decode(embedding), dtype="<f4")
+        assert_vectors_equal(embedding, vector)
     tokens = int(pipes["emb"].tokenize(TEXTS)["attention_mask"].sum())
     assert answer.usage.prompt_tokens == answer.usage.total_tokens == tokens
     assert answer.model == "emb" and answer.object == "list"
@@ -115,16 +120,16 @@ def test_rerank_equals_the_pipeline(http, pipes, raw_scores, return_text):
 
 def test_predict_texts_and_pairs(http, pipes):
     pipe = pipes["cls"]
-    single = http.post("/predict", json={"inputs": "Hello!"}).json()
+    single = http.post("/predict", json={"inputs": "Hello!", "model": "cls"}).json()
     assert single == pipe("Hello!", top_k=None)
-    batch = http.post("/predict", json={"inputs": [["Hello!"], ["Why?"]]}).json()
+    batch = http.post("/predict", json={"inputs": [["Hello!"], ["Why?"]], "model": "cls"}).json()
     assert batch == pipe(["Hello!", "Why?"], top_k=None)
-    raw = http.post("/predict", json={"inputs": "Hello!", "raw_scores": True}).json()
+    raw = http.post("/predict", json={"inputs": "Hello!", "raw_scores": True, "model": "cls"}).json()
     logits = pipe.engine.run(pipe.tokenize("Hello!"))["logits"][0]
     assert sorted(p["score"] for p in raw) == sorted(float(x) for x in logits.astype(np.float64))
     # A pair: both segments, truncated longest-first, as the rerank pipeline encodes pairs.
-    pair = http.post("/predict", json={"inputs": ["Hello!", "Why?"]}).json()
-    mixed = http.post("/predict", json={"inputs": [["Hello!", "Why?"], ["Hello!"]]}).json()
+    pair = http.post("/predict", json={"inputs": ["Hello!", "Why?"], "model": "cls"}).json()
+    mixed = http.post("/predict", json={"inputs": [["Hello!", "Why?"], ["Hello!"]], "model": "cls"}).json()
     encoding = pipe.tokenizer.encode("Hello!", "Why?")
     out = pipe.engine.run(pipe.arrays([encoding]))
     assert pair == pipe.postprocess([encoding], out, top_k=None)[0] == mixed[0]
@@ -195,7 +200,7 @@ def test_bad_bodies_are_422_naming_the_field(http):
     tei_error(http.post("/embed", content=b"{not json", headers={"content-type": "application/json"}), 422,
               "Validation", "JSON")
     tei_error(http.post("/embed", json=["x"]), 422, "Validation", "object")
-    tei_error(http.post("/predict", json={"inputs": ["a", "b", "c"]}), 422, "Validation", "pair")
+    tei_error(http.post("/predict", json={"inputs": ["a", "b", "c"], "model": "cls"}), 422, "Validation", "pair")
     tei_error(http.post("/question-answering", json={"question": "q", "context": "c", "top_k": 0}), 422,
               "Validation", "top_k")
     openai_error(http.post("/v1/embeddings", json={"model": "emb", "input": {"a": 1}}), 422,
