@@ -56,11 +56,12 @@ def test_sigterm_finishes_every_admitted_request(model):
                 answers = [p.result() for p in pending]
         assert [a.status_code for a in answers] == [200] * 8
         assert all(len(a.json()[0]) == 40 for a in answers)
-        assert proc.wait(60) == 0, proc.stderr.read()
+        code = proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        _, err = proc.communicate(timeout=60)  # and closes the pipes
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("args, words", [
