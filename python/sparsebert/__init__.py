@@ -35,8 +35,8 @@ _LAZY = {
 }
 # The public submodules, reachable as attributes after `import sparsebert` (each imported on first access).
 SUBMODULES = ("answer_spans", "bench", "cli", "cli_args", "convert", "demo", "engine", "errors", "extras", "fill_mask",
-              "format", "info_command", "kernels", "pipelines", "pruning", "rerank", "run_command", "spelling",
-              "text_encoding", "tokenizer_text", "tuning")
+              "format", "info_command", "kernels", "pipelines", "pruning", "rerank", "run_command", "serve",
+              "serve_command", "spelling", "text_encoding", "tokenizer_text", "tuning")
 _LAZY.update({name: (f"sparsebert.{name}", None) for name in SUBMODULES if name not in _LAZY})
 
 __all__ = [

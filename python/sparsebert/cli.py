@@ -1,4 +1,4 @@
-"""The ``sparsebert`` command: export, info, run, demo, bench.
+"""The ``sparsebert`` command: export, info, run, demo, bench, serve.
 
 A user's mistake (a bad file or option, an unwritable destination, a full disk) ends in one line on stderr,
 ``sparsebert CMD: error: ...``, and exit status 2; a traceback means a bug in sparsebert.
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import info_command, run_command
+from . import info_command, run_command, serve_command
 from ._version import __version__
 from .bench import cli as bench_cli
 from .cli_args import EXIT_ERROR, OneLineErrorParser, fraction, parse_intermixed, positive_int, thread_count
@@ -80,6 +80,10 @@ def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) ->
                                         "prints JSON lines")
     run_command.add_arguments(p)
 
+    p = commands.add_parser("serve", help="serve models over HTTP (OpenAI embeddings, text-embeddings-inference "
+                                          "routes, metrics) with dynamic batching")
+    serve_command.add_arguments(p)
+
     p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",
                             description="Time sparsebert and its peers on the same weights and inputs, "
                                         "interleaved; report medians, p10, ratios and GFLOP/s.")
@@ -107,7 +111,8 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_cli.run(args, args.argv)
 
 
-COMMANDS = {"export": _export, "info": info_command.run, "run": run_command.run, "demo": _demo, "bench": _bench}
+COMMANDS = {"export": _export, "info": info_command.run, "run": run_command.run, "demo": _demo, "bench": _bench,
+            "serve": serve_command.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
