@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -31,7 +32,8 @@ RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert
            "sparsebert.fill_mask", "sparsebert.rerank",
            "sparsebert.pipelines", "sparsebert.extras", "sparsebert.spelling", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.cli_args", "sparsebert.run_command",
-         "sparsebert.info_command", "sparsebert.demo", "sparsebert.serve_command", "sparsebert.__main__"}
+         "sparsebert.info_command", "sparsebert.demo", "sparsebert.serve_command", "sparsebert.__main__",
+         "sparsebert.export_command", "sparsebert.demo_command"}
 LAYERS = ("runtime", "convert", "serve", "face")  # an import may only go to its own layer or one before it
 # Function-local imports of package modules that are the point of their function.
 DEFERRED_ON_PURPOSE = {("sparsebert._native", EXTENSION)}  # _native.core(): the extension, on first use
@@ -289,3 +291,17 @@ def test_import_sparsebert_imports_only_numpy_and_the_runtime():
     assert not others, f"import sparsebert imported {others}"
     outside = [m for m in new if m.startswith(PACKAGE) and layer_of(m) != "runtime"]
     assert not outside, f"import sparsebert imported modules outside the runtime: {outside}"
+
+
+def test_the_serve_and_run_commands_load_no_converter():
+    # The CLI imports only the module of the command given (cli.COMMANDS): serving from the command line loads the
+    # dispatcher and the runtime, never the converter, torch, ONNX or the benchmark harness.
+    code = ("import sys\nfrom sparsebert.cli import main\n"
+            "for command in (['serve', 'missing.sbert'], ['run', 'feature-extraction', 'missing.sbert', 'x']):\n"
+            "    assert main(command) == 2, command\n"
+            f"print(sorted(m for m in sys.modules if m.startswith({NOT_FOR_SERVING!r})))")
+    package_root = str(Path(sparsebert.__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": package_root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['sparsebert.cli', 'sparsebert.cli_args']", out.stdout
