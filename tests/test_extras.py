@@ -56,6 +56,8 @@ CASES = {  # command -> (module made unimportable, the extra the message must na
     "demo": ("torch", "export", lambda f: ["demo", "--runs", "1"]),
     "bench": ("onnx", "bench", lambda f: ["bench", "--random", "tiny", "--runs", "1", "--warmup", "0"]),
     "bench-torch": ("torch", "export", lambda f: ["bench", "--random", "tiny", "--runs", "1", "--warmup", "0"]),
+    "serve": ("fastapi", "serve", lambda f: ["serve", f["model"], "--port", "0"]),
+    "serve-uvicorn": ("uvicorn", "serve", lambda f: ["serve", f["model"], "--port", "0"]),
 }
 
 

@@ -3,13 +3,15 @@ package's modules has no cycle, no function-local import of a package module and
 
     runtime   errors, _version, _native, tuning, tokenizer_text, format/*, engine, pipelines (and the package __init__)
     convert   convert/*: imports the runtime only
-    faces     kernels, pruning, cli, demo, bench/*, ray_data, __main__: import anything below
+    serve     serve/*: the HTTP server, imports the runtime only (never the converter)
+    faces     kernels, pruning, cli, demo, bench/*, serve_command, ray_data, __main__: import anything below
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -30,8 +32,9 @@ RUNTIME = {"sparsebert", "sparsebert.errors", "sparsebert._version", "sparsebert
            "sparsebert.fill_mask", "sparsebert.rerank",
            "sparsebert.pipelines", "sparsebert.extras", "sparsebert.spelling", EXTENSION}
 FACES = {"sparsebert.kernels", "sparsebert.pruning", "sparsebert.cli", "sparsebert.cli_args", "sparsebert.run_command",
-         "sparsebert.info_command", "sparsebert.demo", "sparsebert.ray_data", "sparsebert.__main__"}
-LAYERS = ("runtime", "convert", "face")  # an import may only go to its own layer or one before it
+         "sparsebert.info_command", "sparsebert.demo", "sparsebert.serve_command", "sparsebert.__main__",
+         "sparsebert.export_command", "sparsebert.demo_command", "sparsebert.ray_data"}
+LAYERS = ("runtime", "convert", "serve", "face")  # an import may only go to its own layer or one before it
 # Function-local imports of package modules that are the point of their function.
 DEFERRED_ON_PURPOSE = {("sparsebert._native", EXTENSION)}  # _native.core(): the extension, on first use
 # What serving must never load.
@@ -45,6 +48,8 @@ def layer_of(module: str) -> str:
         return "runtime"
     if module == "sparsebert.convert" or module.startswith("sparsebert.convert."):
         return "convert"
+    if module == "sparsebert.serve" or module.startswith("sparsebert.serve."):
+        return "serve"
     if module in FACES or module == "sparsebert.bench" or module.startswith("sparsebert.bench."):
         return "face"
     raise AssertionError(f"{module} is in no layer: add it to test_layering.py's RUNTIME / FACES")
@@ -175,6 +180,14 @@ def test_layers_import_downward_only():
     assert not upward, "imports against the layers:\n  " + "\n  ".join(upward)
 
 
+def test_the_server_imports_no_converter():
+    # The serve layer sits above convert in LAYERS only to keep one order; it must not use it.
+    found = [str(i) for i in IMPORTS
+             if layer_of(i.source) == "serve" and layer_of(i.target) not in ("runtime", "serve")]
+    assert not found, "the server imports beyond the runtime:\n  " + "\n  ".join(found)
+    assert any(layer_of(i.source) == "serve" and layer_of(i.target) == "runtime" for i in IMPORTS)
+
+
 def test_no_private_names_across_modules():
     # convert's calibration once reached into pipelines._tokenizers and Pipeline._encode: modules use each
     # other's public names and attributes (private *modules*, such as _native and _version, are the package's).
@@ -235,6 +248,30 @@ def test_serving_loads_only_the_runtime(served_model):
     assert not outside, f"serving imported modules outside the runtime: {outside}"
 
 
+def test_the_server_loads_only_the_runtime(served_model):
+    # A real app (models loaded by its lifespan) answering a request, in a fresh interpreter.
+    script = """
+        import asyncio, json, sys
+        import httpx
+        from sparsebert.serve import create_app
+
+        async def main():
+            app = create_app({"m": sys.argv[1]})
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                    answer = await client.post("/embed", json={"inputs": "hello world"})
+            assert answer.status_code == 200 and len(answer.json()[0]) == 40, answer.text
+
+        asyncio.run(main())
+        print(json.dumps(sorted(sys.modules)))
+    """
+    loaded = json.loads(_python(script, str(served_model)))
+    assert "sparsebert.serve.app" in loaded and "fastapi" in loaded  # it really served
+    forbidden = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in NOT_FOR_SERVING)]
+    assert not forbidden, f"the server imported {forbidden}"
+
+
 def test_import_sparsebert_imports_only_numpy_and_the_runtime():
     script = """
         import json, sys, sysconfig
@@ -254,3 +291,17 @@ def test_import_sparsebert_imports_only_numpy_and_the_runtime():
     assert not others, f"import sparsebert imported {others}"
     outside = [m for m in new if m.startswith(PACKAGE) and layer_of(m) != "runtime"]
     assert not outside, f"import sparsebert imported modules outside the runtime: {outside}"
+
+
+def test_the_serve_and_run_commands_load_no_converter():
+    # The CLI imports only the module of the command given (cli.COMMANDS): serving from the command line loads the
+    # dispatcher and the runtime, never the converter, torch, ONNX or the benchmark harness.
+    code = ("import sys\nfrom sparsebert.cli import main\n"
+            "for command in (['serve', 'missing.sbert'], ['run', 'feature-extraction', 'missing.sbert', 'x']):\n"
+            "    assert main(command) == 2, command\n"
+            f"print(sorted(m for m in sys.modules if m.startswith({NOT_FOR_SERVING!r})))")
+    package_root = str(Path(sparsebert.__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": package_root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['sparsebert.cli', 'sparsebert.cli_args']", out.stdout

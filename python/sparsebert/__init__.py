@@ -34,9 +34,10 @@ _LAZY = {
     "pipeline": ("sparsebert.pipelines", "pipeline"),
 }
 # The public submodules, reachable as attributes after `import sparsebert` (each imported on first access).
-SUBMODULES = ("answer_spans", "bench", "cli", "cli_args", "convert", "demo", "engine", "errors", "extras", "fill_mask",
-              "format", "info_command", "kernels", "pipelines", "pruning", "ray_data", "rerank", "run_command",
-              "spelling", "text_encoding", "tokenizer_text", "tuning")
+SUBMODULES = ("answer_spans", "bench", "cli", "cli_args", "convert", "demo", "demo_command", "engine", "errors",
+              "export_command", "extras", "fill_mask", "format", "info_command", "kernels", "pipelines", "pruning",
+              "ray_data", "rerank", "run_command", "serve", "serve_command", "spelling", "text_encoding",
+              "tokenizer_text", "tuning")
 _LAZY.update({name: (f"sparsebert.{name}", None) for name in SUBMODULES if name not in _LAZY})
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The ``sparsebert`` command: export, info, run, demo, bench.
+"""The ``sparsebert`` command: export, info, run, demo, bench, serve.
 
 A user's mistake (a bad file or option, an unwritable destination, a full disk) ends in one line on stderr,
 ``sparsebert CMD: error: ...``, and exit status 2; a traceback means a bug in sparsebert.
@@ -7,119 +7,83 @@ A user's mistake (a bad file or option, an unwritable destination, a full disk) 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import info_command, run_command
 from ._version import __version__
-from .bench import cli as bench_cli
-from .cli_args import EXIT_ERROR, OneLineErrorParser, fraction, parse_intermixed, positive_int, thread_count
-from .convert import export
-from .convert.packing import DENSE_BELOW
-from .demo import run_demo
+from .cli_args import EXIT_ERROR, OneLineErrorParser, parse_intermixed
 from .errors import SparseBertError
 from .extras import explain
 from .spelling import command_line
-from .format.layouts import LAYOUTS
-from .pipelines import TASKS as PIPELINE_TASKS  # noqa: F401 (the tasks `run` offers)
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # What a user's mistake raises (SparseBertError, ValueError), or the system on their behalf (OSError: missing,
 # unreadable or unwritable paths, a full disk); ImportError: an optional dependency that is not installed.
 USER_ERRORS = (SparseBertError, ValueError, OSError, ImportError)
 
+# Each command's module (add_arguments(parser), run(args) -> exit code) and its one-line help. Only the module of
+# the command given is imported: `sparsebert serve` and `sparsebert run` load the runtime alone, never the
+# converter, torch or the benchmark harness that `export`, `demo` and `bench` need.
+COMMANDS = {
+    "export": ("sparsebert.export_command",
+               "pack a transformers BERT / RoBERTa / DistilBERT checkpoint directory into a .sbert file"),
+    "info": ("sparsebert.info_command", "describe a .sbert file: versions, config and per-layer table"),
+    "demo": ("sparsebert.demo_command", "prune the bundled all-MiniLM-L6-v2 and compare with PyTorch"),
+    "run": ("sparsebert.run_command", "run a pipeline on texts: feature-extraction, sentence-embedding, "
+                                      "text-classification, token-classification, question-answering, fill-mask, "
+                                      "rerank; prints JSON lines"),
+    "serve": ("sparsebert.serve_command", "serve models over HTTP (OpenAI embeddings, text-embeddings-inference "
+                                          "routes, metrics) with dynamic batching"),
+    "bench": ("sparsebert.bench.cli", "benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels"),
+}
+DESCRIPTIONS = {"bench": "Time sparsebert and its peers on the same weights and inputs, interleaved or each alone "
+                         "in its own process; report medians, p10, ratios and GFLOP/s."}
 
-def _parser(commands_found: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
-    """The parser; its subcommands' parsers go into ``commands_found`` by name."""
+
+def command_given(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word, after any top-level option), or None."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def _parser(command: str | None, module: Any,
+            commands_found: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    """The parser: every command listed with its help, ``command``'s options added by its ``module``; the
+    subcommands' parsers go into ``commands_found`` by name."""
     parser = OneLineErrorParser(prog="sparsebert", description="Compiled sparse inference for pruned BERT encoders.")
     parser.add_argument("--version", action="version", version=f"sparsebert {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = commands.add_parser("export", help="pack a transformers BERT / RoBERTa / DistilBERT checkpoint directory "
-                                           "into a .sbert file")
-    p.add_argument("src", metavar="SRC",
-                   help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin), or an .onnx "
-                        "file with its config.json beside it")
-    p.add_argument("out", metavar="OUT", help="the .sbert file to write")
-    p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
-                   help="packed layout for every linear layer (default: auto, chosen per layer)")
-    p.add_argument("--dense-below", type=fraction, default=DENSE_BELOW, metavar="X",
-                   help=f"with --layout auto, keep layers with sparsity below X dense (default {DENSE_BELOW})")
-    p.add_argument("--no-compact", dest="compact", action="store_false",
-                   help="keep attention heads and FFN neurons that cannot change the output (default: remove them)")
-    p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="int8: encoder layers as int8 4-blocks (one scale per output channel), run with VNNI; the "
-                        "pooler and heads stay fp32")
-    p.add_argument("--tokenizer", default=None, metavar="PATH",
-                   help="tokenizer.json, or a directory holding one, carried into OUT for the pipelines (default: "
-                        "SRC's own tokenizer.json, if any)")
-    p.add_argument("--config", default=None, metavar="PATH",
-                   help="an .onnx SRC's transformers config.json (default: the one beside it)")
-    p.add_argument("--calibration", default=None, metavar="TEXTS",
-                   help="with --quantize: a text file, one input per line, on which the int8 model is compared "
-                        "with fp32 (default: random tokens)")
-    p.add_argument("--head", choices=("none", "masked_lm"), default=None,
-                   help="masked_lm: keep a masked-LM checkpoint's head (for fill-mask); none: the bare encoder "
-                        "(default: a task model's head, a masked-LM model's bare encoder)")
-
-    p = commands.add_parser("info", help="describe a .sbert file: versions, config and per-layer table")
-    p.add_argument("file", metavar="FILE")
-
-    p = commands.add_parser("demo", help="prune the bundled all-MiniLM-L6-v2 and compare with PyTorch")
-    p.add_argument("--sparsity", type=fraction, default=0.9, help="fraction of encoder weights to prune (default 0.9)")
-    p.add_argument("--block", type=int, choices=(1, 4), default=1, help="prune single weights or 4-blocks (default 1)")
-    p.add_argument("--runs", type=positive_int, default=20, help="timed runs of each engine (default 20)")
-    p.add_argument("--threads", type=thread_count, default=None,
-                   help="threads for both engines (default: CPUs available to this process)")
-    p.add_argument("--isa", default=None, help="force an ISA path (default: best available)")
-
-    p = commands.add_parser("run", help="run a pipeline on texts: feature-extraction, sentence-embedding, "
-                                        "text-classification, token-classification, question-answering, rerank; "
-                                        "prints JSON lines")
-    run_command.add_arguments(p)
-
-    p = commands.add_parser("bench", help="benchmark against ONNX Runtime, PyTorch and DeepSparse; sweeps; kernels",
-                            description="Time sparsebert and its peers on the same weights and inputs, "
-                                        "interleaved; report medians, p10, ratios and GFLOP/s.")
-    bench_cli.add_arguments(p)
+    for name, (_, help_text) in COMMANDS.items():
+        p = commands.add_parser(name, help=help_text, description=DESCRIPTIONS.get(name, help_text))
+        if name == command:
+            module.add_arguments(p)
     if commands_found is not None:
         commands_found.update(commands.choices)
     return parser
 
 
-def _export(args: argparse.Namespace) -> int:
-    if args.calibration is not None and args.quantize is None:
-        raise ValueError("--calibration needs --quantize int8")
-    export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact,
-           quantize=args.quantize, calibration=args.calibration, tokenizer=args.tokenizer, config=args.config,
-           head=args.head, verbose=True)
-    return EXIT_OK
-
-
-def _demo(args: argparse.Namespace) -> int:
-    result = run_demo(sparsity=args.sparsity, block=args.block, runs=args.runs, threads=args.threads, isa=args.isa)
-    return EXIT_OK if result["ok"] else EXIT_FAILED
-
-
-def _bench(args: argparse.Namespace) -> int:
-    return bench_cli.run(args, args.argv)
-
-
-COMMANDS = {"export": _export, "info": info_command.run, "run": run_command.run, "demo": _demo, "bench": _bench}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = command_given(words)
+    try:  # the dispatch is the point of this import: one command's module, not all of them (see COMMANDS)
+        module = importlib.import_module(COMMANDS[command][0]) if command is not None else None
+    except ImportError as exc:  # an optional dependency the command's module needs
+        print(f"sparsebert {command}: error: {_one_line(explain(exc, 'this command'))}", file=sys.stderr)
+        return EXIT_ERROR
     commands: dict[str, argparse.ArgumentParser] = {}
-    parser = _parser(commands)
-    args = parse_intermixed(parser, commands, sys.argv[1:] if argv is None else argv)
+    parser = _parser(command, module, commands)
+    args = parse_intermixed(parser, commands, words)
     args.argv = None if argv is None else list(argv)  # bench records the command: as given here, else sys.argv
     real_stdout = sys.stdout
     sys.stdout = _NamedStandardOutput(real_stdout)
     try:
         with command_line():  # messages name flags (--tokenizer), not keywords (tokenizer=)
-            code = COMMANDS[args.command](args)
+            code = module.run(args)
         sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
         return code
     except BrokenPipeError:

@@ -24,6 +24,10 @@ EXTRA_OF = {
     "onnxruntime": ("onnxruntime", "bench"),
     "matplotlib": ("matplotlib", "bench"),
     "threadpoolctl": ("threadpoolctl", "bench"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
+    "pydantic": ("pydantic", "serve"),
+    "prometheus_client": ("prometheus_client", "serve"),
     "ray": ("ray", "ray"),
 }
 

@@ -17,6 +17,10 @@ from .tokenizer_text import vocabulary_size
 EXIT_OK = 0
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE")
+
+
 def run(args: argparse.Namespace) -> int:
     model = read_model(args.file)
     c, producer = model.config, model.producer

@@ -115,13 +115,33 @@ class Pipeline:
     def _run(self, texts: list[str], first: int, **kwargs: Any) -> list[Any]:
         """The results of ``texts``, the inputs from index ``first`` on."""
         encodings, inputs = self._encode(texts)
+        if self.task == "fill-mask":  # fill_mask.py: logits at the mask tokens only
+            return fill_masks(self.engine, self.tokenizer, encodings, inputs, first, **kwargs)
+        self.check_encodings(encodings, first)
+        return self.postprocess(encodings, self.engine.run(inputs), **kwargs)
+
+    # The three steps of a call, public for callers that run the engine themselves (the server merges requests
+    # into engine batches): encode, arrays -> engine.run -> postprocess. Not for fill-mask or question-answering.
+
+    def encode(self, texts: list[str], max_length: int | None = None) -> list[Any]:
+        """The ``tokenizers`` encodings of ``texts``, truncated to ``max_length`` tokens (default: the pipeline's);
+        a truncated one has ``overflowing`` tokens. Not thread-safe: it sets the tokenizer's truncation."""
+        return encode_truncated(self.tokenizer, texts, self.max_length if max_length is None else max_length)
+
+    def arrays(self, encodings: list[Any]) -> dict[str, np.ndarray]:
+        """The engine inputs of encodings (anything with ``ids`` and ``type_ids``) of any lengths, padded."""
+        return self._arrays(encodings)
+
+    def check_encodings(self, encodings: list[Any], first: int = 0) -> None:
+        """ValueError for what the task cannot answer: a text without tokens to classify."""
         empty = next((i for i, e in enumerate(encodings) if not e.ids), None)
         if empty is not None and self.task == "text-classification":  # its logits would be those of padding
             raise ValueError(f"text {first + empty} has no tokens (the tokenizer adds no special tokens): nothing "
                              "to classify")
-        if self.task == "fill-mask":  # fill_mask.py: logits at the mask tokens only
-            return fill_masks(self.engine, self.tokenizer, encodings, inputs, first, **kwargs)
-        out = self.engine.run(inputs)
+
+    def postprocess(self, encodings: list[Any], out: dict[str, np.ndarray], **kwargs: Any) -> list[Any]:
+        """The answers for ``encodings`` from the engine's outputs ``out`` (row i is encoding i; positions past an
+        encoding's length are not read), with the task's options as keywords."""
         if self.task == "feature-extraction":
             return self._features(encodings, out, **kwargs)
         if self.task == "sentence-embedding":
@@ -165,11 +185,15 @@ class Pipeline:
         normalize = self.sentence_normalize if normalize is None else normalize
         return self._features(encodings, out, pooling=pooling, normalize=normalize)
 
-    def _classify(self, out: dict[str, np.ndarray], top_k: int | None = 1) -> list[Any]:
+    def _classify(self, out: dict[str, np.ndarray], top_k: int | None = 1, raw_scores: bool = False) -> list[Any]:
         """Per text, {"label", "score"} of the best label (softmax; sigmoid for a single label), as transformers'
-        text-classification; ``top_k`` > 1 gives a list of the best k, None all of them."""
+        text-classification; ``top_k`` > 1 gives a list of the best k, None all of them; ``raw_scores``: the
+        logits themselves (text-embeddings-inference's option)."""
         logits = out["logits"].astype(np.float64)
-        scores = 1.0 / (1.0 + np.exp(-logits)) if logits.shape[1] == 1 else _softmax(logits)
+        if raw_scores:
+            scores = logits
+        else:
+            scores = 1.0 / (1.0 + np.exp(-logits)) if logits.shape[1] == 1 else _softmax(logits)
         results = []
         for row in scores:
             order = np.argsort(-row, kind="stable")

@@ -74,16 +74,23 @@ def rerank(engine: Any, tokenizer: Any, max_length: int, to_arrays: Callable[[li
     for start in range(0, len(pairs), batch_size):
         encodings = encode_pairs(tokenizer, pairs[start:start + batch_size], max_length)
         logits.append(engine.run(to_arrays(encodings))["logits"][:, 0].astype(np.float64))
-    scores = np.concatenate(logits)
+    return rank(pairs, np.concatenate(logits), query is not None, raw_scores, return_text, top_k)
+
+
+def rank(pairs: list[tuple[str, str]], logits: np.ndarray, one_query: bool, raw_scores: bool = False,
+         return_text: bool = False, top_k: int | None = None) -> list[dict[str, Any]]:
+    """``rerank``'s answer from the pairs' logits: ``[{"index", "score"}, ...]`` best first (the sigmoid of the
+    logit, or the logit with ``raw_scores``); ``return_text`` adds the text, and the query unless ``one_query``."""
+    scores = np.asarray(logits, dtype=np.float64)
     if not raw_scores:
         scores = 1.0 / (1.0 + np.exp(-scores))
     ranked = []
     for i in np.argsort(-scores, kind="stable")[:top_k]:
         entry: dict[str, Any] = {"index": int(i), "score": float(scores[i])}
         if return_text:
-            entry.update({"text": pairs[i][1]} if query is not None else {"query": pairs[i][0], "text": pairs[i][1]})
+            entry.update({"text": pairs[i][1]} if one_query else {"query": pairs[i][0], "text": pairs[i][1]})
         ranked.append(entry)
     return ranked
 
 
-__all__ = ["check_rerank_model", "encode_pairs", "rerank"]
+__all__ = ["check_rerank_model", "encode_pairs", "rank", "rerank"]

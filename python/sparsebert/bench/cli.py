@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from ..cli_args import thread_count
@@ -246,8 +245,10 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark ``args`` asks for; print the report; return the exit code."""
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark ``args`` asks for; print the report; return the exit code (``args.argv``: the command
+    line as given to the CLI's main, recorded in the report; None: sys.argv's)."""
+    argv = getattr(args, "argv", None)
     command = "sparsebert " + shlex.join(list(argv)) if argv is not None else None
     log = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     _check_outputs(args)

@@ -190,8 +190,8 @@ def describe_density(report: ExportReport, dense_below: float) -> str | None:
     if not report.rows or report.sparsity >= dense_below:
         return None
     return (f"the linear layers are {report.sparsity:.0%} sparse: this model is essentially dense and will run at "
-            "about ONNX Runtime's speed (BERT-base dense: 0.95x its latency); sparsebert's speed comes from pruned "
-            "models (BERT-base 90% sparse: 0.24x)")
+            "about ONNX Runtime's speed (BERT-base dense: 0.8-0.9x its latency); sparsebert's speed comes from pruned "
+            "models (BERT-base 90% sparse: about 0.22x; see the README's Performance section)")
 
 
 def describe_compaction(config: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,88 @@
+"""``sparsebert serve``: the HTTP server (``sparsebert.serve``) on one or several packed models. The models are
+checked before the server starts, so a bad file is a one-line error rather than a failed startup."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .cli_args import positive_int, thread_count
+from .serve import API_KEY_ENV, ServeSettings, run_server, served_task
+
+EXIT_OK = 0
+DEFAULTS = ServeSettings()
+
+
+def _named_model(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH")
+    return name.strip(), path
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 65535]")
+    return value
+
+
+def _wait_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a number of milliseconds >= 0")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                   help="a packed .sbert file, served under its file name without .sbert")
+    p.add_argument("--model", dest="named", type=_named_model, action="append", default=[], metavar="NAME=PATH",
+                   help="another model, served as NAME (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--max-batch-tokens", type=positive_int, default=DEFAULTS.max_batch_tokens, metavar="N",
+                   help=f"tokens per engine batch, padding included (default {DEFAULTS.max_batch_tokens})")
+    p.add_argument("--max-wait-ms", type=_wait_ms, default=DEFAULTS.max_wait_ms, metavar="MS",
+                   help=f"how long a request waits for others to batch with (default {DEFAULTS.max_wait_ms:g})")
+    p.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="run every request as its own engine call (no dynamic batching)")
+    p.add_argument("--max-queue", type=positive_int, default=DEFAULTS.max_queue, metavar="N",
+                   help=f"requests admitted per model before answering 429 (default {DEFAULTS.max_queue})")
+    p.add_argument("--max-request-bytes", type=positive_int, default=DEFAULTS.max_request_bytes, metavar="N",
+                   help=f"largest request body (default {DEFAULTS.max_request_bytes})")
+    p.add_argument("--max-inputs-per-request", type=positive_int, default=DEFAULTS.max_inputs_per_request,
+                   metavar="N", help=f"inputs one request may carry (default {DEFAULTS.max_inputs_per_request})")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: "
+                        f"${API_KEY_ENV}, if set)")
+    p.add_argument("--threads", type=thread_count, default=None, help="engine threads per model (default: CPUs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    models = {}
+    if args.model is not None:
+        models[Path(args.model).stem] = args.model
+    for name, path in args.named:
+        if name in models:
+            raise ValueError(f"two models are named {name!r}: give each --model its own NAME")
+        models[name] = path
+    if not models:
+        raise ValueError("name a model to serve: sparsebert serve MODEL.sbert (or --model NAME=PATH)")
+    for path in models.values():
+        served_task(path)  # the file's own problems, as one line, before anything starts
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    settings = ServeSettings(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+                             batching=args.batching, max_queue=args.max_queue,
+                             max_request_bytes=args.max_request_bytes,
+                             max_inputs_per_request=args.max_inputs_per_request, api_key=api_key,
+                             num_threads=args.threads)
+    run_server(models, settings, host=args.host, port=args.port)
+    return EXIT_OK
