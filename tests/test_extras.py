@@ -58,6 +58,7 @@ CASES = {  # command -> (module made unimportable, the extra the message must na
     "bench-torch": ("torch", "export", lambda f: ["bench", "--random", "tiny", "--runs", "1", "--warmup", "0"]),
     "serve": ("fastapi", "serve", lambda f: ["serve", f["model"], "--port", "0"]),
     "serve-uvicorn": ("uvicorn", "serve", lambda f: ["serve", f["model"], "--port", "0"]),
+    "serve-ray": ("ray", "ray", lambda f: ["serve", f["model"], "--ray", "--port", "8000"]),
 }
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -205,18 +207,89 @@ def test_ray_serve_two_replicas_answer_the_openai_client(ray_cluster, models):
     try:
         serve.run(build_app({"minilm": models["sentence-embedding"]}, num_replicas=2,
                             ray_actor_options={"num_cpus": 0.5}), name="sparsebert", route_prefix="/")
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        alone = sparsebert.pipeline("sentence-embedding", models["sentence-embedding"])
-        expected = np.stack(alone(TEXTS))
+        texts = TEXTS[:-1]  # the last is longer than MiniLM takes: the OpenAI route refuses it untruncated
+        expected = np.stack(sparsebert.pipeline("sentence-embedding", models["sentence-embedding"])(texts))
         replicas = set()
-        for i in range(16):
-            raw = client.embeddings.with_raw_response.create(model="minilm", input=TEXTS[i % 4:])
-            replicas.add(raw.headers[REPLICA_HEADER])
-            got = raw.parse()
-            assert [d.index for d in got.data] == list(range(len(TEXTS) - i % 4))
-            np.testing.assert_allclose(np.array([d.embedding for d in got.data]), expected[i % 4:], atol=1e-6)
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as client:
+            for i in range(16):
+                raw = client.embeddings.with_raw_response.create(model="minilm", input=texts[i % 4:])
+                replicas.add(raw.headers[REPLICA_HEADER])
+                got = raw.parse()
+                assert [d.index for d in got.data] == list(range(len(texts) - i % 4))
+                np.testing.assert_array_equal(np.array([d.embedding for d in got.data], dtype=np.float32),
+                                              expected[i % 4:])
         assert len(replicas) == 2, replicas  # Ray Serve's router spread the requests over both
     finally:
         serve.shutdown()
     with pytest.raises(httpx.ConnectError):  # the proxy is gone with Serve
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+# ------------------------------------------------------------------------------------------- Ray Serve's builders
+
+@pytest.mark.parametrize("args, fragment", [
+    ({}, "args needs models"),
+    ({"models": {"m": "m.sbert"}, "replicas": 2}, "unknown args replicas"),
+    ({"models": {"m": "m.sbert"}, "settings": {"max_batch": 1}}, "unknown settings max_batch"),
+    ({"models": {"m": "m.sbert"}, "settings": {"max_queue": 0}}, "max_queue must be a positive integer"),
+    ({"models": {}}, "non-empty {name: path} mapping"),
+    ({"models": {"m": "m.sbert"}, "num_replicas": 0}, "num_replicas must be a positive integer"),
+])
+def test_app_builder_names_mistakes(args, fragment):
+    pytest.importorskip("ray.serve")
+    from sparsebert.serve.ray import app_builder
+
+    with pytest.raises(ValueError) as caught:
+        app_builder(args)
+    assert fragment in str(caught.value)
+
+
+def test_the_example_config_is_a_valid_serve_config_whose_app_builds(models):
+    yaml = pytest.importorskip("yaml")
+    schema = pytest.importorskip("ray.serve.schema")
+    from sparsebert.serve.ray import DEPLOYMENT, app_builder
+
+    config = schema.ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "examples" / "ray_serve.yaml").read_text()))
+    app = config.applications[0]
+    assert app.import_path == "sparsebert.serve.ray:app_builder"
+    assert [d.name for d in app.deployments] == [DEPLOYMENT]  # the override reaches this deployment
+    args = {**app.args, "models": {"minilm": str(models["sentence-embedding"])}}
+    app_builder(args)  # its args build the application (the replicas load the model when run)
+
+
+@ON_RAY
+def test_sparsebert_serve_ray_until_sigterm(ray_cluster, models, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(sparsebert.__file__).resolve().parent.parent)}
+    command = [sys.executable, "-m", "sparsebert", "serve", str(models["sentence-embedding"]), "--ray", "--replicas",
+               "2", "--port", str(port), "--ray-address", ray_cluster.get_runtime_context().gcs_address]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                                    env=env, stdin=subprocess.DEVNULL) as proc:
+        try:
+            ready = f"2 replica(s) on Ray Serve at http://127.0.0.1:{port}"
+            assert any(ready in line for line in proc.stdout), log.read_text()  # printed once the app is ready
+            response = httpx.post(f"http://127.0.0.1:{port}/embed", json={"inputs": TEXTS[:2]}, timeout=60)
+            assert response.status_code == 200, response.text
+            alone = sparsebert.pipeline("sentence-embedding", models["sentence-embedding"])
+            np.testing.assert_array_equal(np.array(response.json(), dtype=np.float32), np.stack(alone(TEXTS[:2])))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    with pytest.raises(httpx.ConnectError):  # Serve, whose only application it was, is gone
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--replicas", "2"], "--replicas and --ray-address go with --ray"),
+    (["--ray", "--port", "0"], "Ray Serve's proxy needs a port number (not 0)"),
+])
+def test_serve_ray_mistakes_are_one_line(models, capsys, argv, fragment):
+    from sparsebert.cli import main
+
+    assert main(["serve", str(models["sentence-embedding"]), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sparsebert serve: error: ") and fragment in err and "\n" not in err, err

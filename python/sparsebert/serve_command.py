@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .cli_args import positive_int, thread_count
 from .serve import API_KEY_ENV, ServeSettings, run_server, served_task
+from .serve import ray as serve_ray
 
 EXIT_OK = 0
 DEFAULTS = ServeSettings()
@@ -64,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: "
                         f"${API_KEY_ENV}, if set)")
     p.add_argument("--threads", type=thread_count, default=None, help="engine threads per model (default: CPUs)")
+    p.add_argument("--ray", action="store_true",
+                   help='serve as a Ray Serve deployment behind its proxy at --host:--port (pip install '
+                        '"sparsebert[ray]"); each replica reserves --threads CPUs (default 1)')
+    p.add_argument("--replicas", type=positive_int, default=None, metavar="N", help="with --ray: replicas (default 1)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="with --ray: join this Ray cluster (default: $RAY_ADDRESS, else start one on this machine)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,5 +91,10 @@ def run(args: argparse.Namespace) -> int:
                              max_request_bytes=args.max_request_bytes,
                              max_inputs_per_request=args.max_inputs_per_request, api_key=api_key,
                              num_threads=args.threads)
+    if args.ray:
+        return serve_ray.run(models, settings, host=args.host, port=args.port, num_replicas=args.replicas or 1,
+                             address=args.ray_address)
+    if args.replicas is not None or args.ray_address is not None:
+        raise ValueError("--replicas and --ray-address go with --ray")
     run_server(models, settings, host=args.host, port=args.port)
     return EXIT_OK
