@@ -35,10 +35,23 @@ WORDS = ("sparse encoders answer search queries on ordinary processors while pru
          "multiplications that dense runtimes still perform for every token of every request").split()
 
 
-def texts_of_mixed_lengths(count: int, seed: int = 0) -> list[str]:
-    """Texts of 4 to 120 words (about 6 to 160 tokens), lengths drawn uniformly: short and long requests mixed."""
+# Word counts of the request mixes: "search" is retrieval traffic, three queries (2-16 words) to one passage
+# (30-120 words); "passages" draws 4-120 words uniformly (about 6-160 tokens, 89 on average with MiniLM).
+MIXES = {"search": ((0.75, 2, 16), (0.25, 30, 120)), "passages": ((1.0, 4, 120),)}
+
+
+def texts_of_mixed_lengths(count: int, mix: str = "search", seed: int = 0) -> list[str]:
+    """``count`` texts whose lengths follow ``mix`` (MIXES), shuffled: short and long requests interleaved."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 120))) for _ in range(count)]
+    texts = []
+    for _ in range(count):
+        pick, low, high = rng.random(), 0, 0
+        for share, low, high in MIXES[mix]:
+            if pick < share:
+                break
+            pick -= share
+        texts.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))))
+    return texts
 
 
 def free_port() -> int:
@@ -47,9 +60,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, threads: int, batching: bool) -> subprocess.Popen:
+def start_server(model: str, port: int, threads: int, batching: bool, extra: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "sparsebert", "serve", model, "--host", "127.0.0.1", "--port", str(port),
-           "--threads", str(threads)] + ([] if batching else ["--no-batching"])
+           "--threads", str(threads), *extra] + ([] if batching else ["--no-batching"])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -74,57 +87,74 @@ def stop_server(proc: subprocess.Popen) -> int:
         return proc.wait()
 
 
-def mean_batch_size(metrics_text: str) -> float | None:
-    """sum / count of the server's batch-size histogram (the metric whose name ends in batch_size)."""
-    sums = re.findall(r"^(\w*batch_size)_sum(?:\{[^}]*\})? ([0-9.e+-]+)$", metrics_text, re.M)
-    counts = re.findall(r"^(\w*batch_size)_count(?:\{[^}]*\})? ([0-9.e+-]+)$", metrics_text, re.M)
-    total, n = sum(float(v) for _, v in sums), sum(float(v) for _, v in counts)
-    return total / n if n else None
+def batch_size_totals(metrics_text: str) -> tuple[float, float]:
+    """(sum, count) of the server's batch-size histogram (the metric whose name ends in batch_size)."""
+    def total(part: str) -> float:
+        found = re.findall(rf"^\w*batch_size_{part}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", metrics_text, re.M)
+        return sum(float(v) for v in found)
+    return total("sum"), total("count")
 
 
 async def drive(base: str, model_name: str, texts: list[str], clients: int, timeout: float) -> dict:
-    """``clients`` concurrent clients share the request list; each sends its next request when the last one
-    returned (closed loop). Returns latencies (s), error count and wall time."""
+    """``clients`` concurrent clients share the request list; each sends its next request when its last one
+    returned (closed loop). Each client first connects and sends one untimed request; the clock starts when all
+    have (so connection set-up is not counted). Returns latencies (s), errors and wall time."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for t in texts:
         queue.put_nowait(t)
     latencies: list[float] = []
     errors: list[str] = []
+    ready, go = [0], asyncio.Event()
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while True:
-            try:
-                text = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            start = time.perf_counter()
-            try:
-                r = await http.post("/v1/embeddings", json={"model": model_name, "input": text})
-                if r.status_code == 200 and len(r.json()["data"]) == 1:
+    async def post(http: httpx.AsyncClient, text: str) -> str | None:
+        try:
+            r = await http.post("/v1/embeddings", json={"model": model_name, "input": text})
+            return None if r.status_code == 200 and len(r.json()["data"]) == 1 else f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+
+    async def client() -> None:
+        # One connection per simulated client, as separate users have: a pool shared by 64 clients costs the load
+        # generator more CPU than the server when responses arrive in bursts (batches).
+        async with httpx.AsyncClient(base_url=base, timeout=timeout) as http:
+            warm = await post(http, texts[0])
+            if warm is not None:
+                errors.append(f"warm-up: {warm}")
+            ready[0] += 1
+            if ready[0] == clients:
+                go.set()
+            await go.wait()
+            while True:
+                try:
+                    text = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                start = time.perf_counter()
+                error = await post(http, text)
+                if error is None:
                     latencies.append(time.perf_counter() - start)
                 else:
-                    errors.append(f"HTTP {r.status_code}")
-            except httpx.HTTPError as exc:
-                errors.append(type(exc).__name__)
+                    errors.append(error)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as http:
-        start = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), timeout)
-        wall = time.perf_counter() - start
+    tasks = asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.wait_for(go.wait(), timeout)
+    start = time.perf_counter()
+    await asyncio.wait_for(tasks, timeout)
+    wall = time.perf_counter() - start
     return {"latencies": latencies, "errors": errors, "wall": wall}
 
 
-def measure(model: str, texts: list[str], clients: int, threads: int, batching: bool, timeout: float) -> dict:
+def measure(model: str, texts: list[str], clients: int, threads: int, batching: bool, timeout: float,
+            extra: list[str]) -> dict:
     port = free_port()
-    proc = start_server(model, port, threads, batching)
+    proc = start_server(model, port, threads, batching, extra)
     base = f"http://127.0.0.1:{port}"
     try:
         name = httpx.get(f"{base}/info", timeout=10).json().get("model_id", Path(model).stem)
         asyncio.run(drive(base, name, texts[:clients], clients, timeout))  # warm-up: every client once
-        before = mean_batch_size(httpx.get(f"{base}/metrics", timeout=10).text)
+        before = batch_size_totals(httpx.get(f"{base}/metrics", timeout=10).text)
         run = asyncio.run(drive(base, name, texts, clients, timeout))
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        after = batch_size_totals(httpx.get(f"{base}/metrics", timeout=10).text)
     finally:
         exit_code = stop_server(proc)
     lat = sorted(run["latencies"])
@@ -133,7 +163,9 @@ def measure(model: str, texts: list[str], clients: int, threads: int, batching: 
         "error_kinds": sorted(set(run["errors"])), "wall_s": run["wall"], "throughput_rps": len(lat) / run["wall"],
         "p50_ms": 1e3 * statistics.median(lat) if lat else None,
         "p99_ms": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
-        "mean_batch_size": mean_batch_size(metrics), "mean_batch_size_warmup": before, "server_exit": exit_code,
+        # Sequences per engine call during the timed run (its warm-up requests included: one per client).
+        "mean_batch_size": (after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else None,
+        "server_exit": exit_code,
     }
 
 
@@ -181,16 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=1280, help="requests per mode (default 1280)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mode at most (default 600)")
+    p.add_argument("--mix", choices=tuple(MIXES), default="search",
+                   help="request lengths: search (3 queries of 2-16 words to 1 passage of 30-120; default) or "
+                        "passages (4-120 words)")
+    p.add_argument("--server-args", default="", help="more `sparsebert serve` options, e.g. '--max-wait-ms 2'")
     p.add_argument("--markdown")
     p.add_argument("--json")
     p.add_argument("--plot")
     args = p.parse_args(argv)
-    texts = texts_of_mixed_lengths(args.requests)
-    results = [measure(args.model, texts, args.clients, args.threads, b, args.timeout) for b in (False, True)]
+    texts = texts_of_mixed_lengths(args.requests, args.mix)
+    extra = shlex.split(args.server_args)
+    results = [measure(args.model, texts, args.clients, args.threads, b, args.timeout, extra) for b in (False, True)]
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    mix = ", ".join(f"{share:.0%} of {low}-{high} words" for share, low, high in MIXES[args.mix])
     header = (f"`sparsebert serve` under load: {args.clients} concurrent clients on loopback, {args.requests} "
-              f"`/v1/embeddings` requests of 4-120 words per mode, {Path(args.model).name}, {args.threads} threads, "
-              f"{cpu_brand()}, commit {git_commit() or '?'}, {time.strftime('%Y-%m-%d')}")
+              f"`/v1/embeddings` requests per mode ({args.mix} mix: {mix}), {Path(args.model).name}, "
+              f"{args.threads} engine threads, {cpu_brand()}, commit {git_commit() or '?'}, "
+              f"{time.strftime('%Y-%m-%d')}")
     text = markdown(results, command, header)
     print(text)
     if args.markdown:

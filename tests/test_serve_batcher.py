@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from sparsebert.serve.batcher import Batcher
+from sparsebert.serve.batcher import CALL_OVERHEAD_TOKENS, Batcher
 
 
 @dataclasses.dataclass
@@ -84,6 +84,36 @@ def test_engine_batches_stay_within_max_batch_tokens():
         assert len(lengths) == 1 or len(lengths) * max(lengths) <= 12, engine.batches
     assert [20] in engine.batches  # longer than the limit: alone
     assert sorted(n for lengths in engine.batches for n in lengths) == [1, 2, 3, 4, 5, 6, 20]
+
+
+def test_short_queries_do_not_pad_up_to_a_long_passage():
+    # Three short queries and two passages arrive together: the queries share one engine call, the passages
+    # another, rather than all five padding to the longest (5 x 100 tokens for 225 real ones).
+    engine = FakeEngine()
+    short, long = 10, 100
+    assert 3 * (long - short) > CALL_OVERHEAD_TOKENS  # the cut is worth a call
+
+    async def main():
+        batcher = make(engine, max_batch_tokens=4096)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit([Seq([1] * n)]) for n in (short, long, short, long - 5, short)))
+        await batcher.stop()
+
+    run(main())
+    assert sorted(engine.batches) == [[short] * 3, [long - 5, long]], engine.batches
+
+
+def test_similar_lengths_share_a_call():
+    engine = FakeEngine()
+
+    async def main():
+        batcher = make(engine, max_batch_tokens=4096)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit([Seq([1] * n)]) for n in (30, 31, 33, 35, 36)))
+        await batcher.stop()
+
+    run(main())
+    assert engine.batches == [[30, 31, 33, 35, 36]]
 
 
 def test_without_batching_each_request_runs_alone():
