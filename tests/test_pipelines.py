@@ -135,7 +135,8 @@ def test_cli_run(exported, capsys, monkeypatch):
     import io
     import json
 
-    from sparsebert.cli import PIPELINE_TASKS, main
+    from sparsebert.cli import main
+    from sparsebert.run_command import PIPELINE_TASKS
     from sparsebert.pipelines import TASKS
 
     assert PIPELINE_TASKS == TASKS

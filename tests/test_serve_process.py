@@ -15,13 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+import sparsebert
 from serve_helpers import export_models
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve(*args, env=None):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "python"), **(env or {})}
+    # The sparsebert this test imports (the installed package in CI, the source tree with a built _core here).
+    environment = {**os.environ, "PYTHONPATH": str(Path(sparsebert.__file__).resolve().parents[1]), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "sparsebert", "serve", *map(str, args)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
 
