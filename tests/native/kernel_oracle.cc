@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
 #include "kernels/isa.h"
 #include "oracle_check.h"
@@ -360,6 +361,9 @@ int main() {
     std::fprintf(stderr, "kernel_oracle: %s\n", e.what());
     return 1;
   }
+  std::string flags;
+  for (const std::string& f : cpu_features().flags()) flags += " " + f;
+  std::printf("kernel_oracle: CPU features:%s\n", flags.empty() ? " (none detected)" : flags.c_str());
   const KernelTable ref = ref::table();
   Report rep;
   for (const std::string& isa : isas) {
