@@ -39,14 +39,16 @@ import glob, json, os, shlex, subprocess, sys
 build = sys.argv[1]
 commands = json.load(open(f"{build}/compile_commands.json"))
 compiled = {c["file"].split("/csrc/", 1)[1]: c for c in commands}
-expected = {p.split("csrc/", 1)[1] for d in ("kernels", "kernels/ref", "kernels/neon", "common", "ops", "encoder")
+expected = {p.split("csrc/", 1)[1] for d in ("kernels", "kernels/ref", "kernels/neon", "kernels/neon_dotprod",
+                                   "common", "ops", "encoder")
             for p in glob.glob(f"csrc/{d}/*.cc")}
 expected.add("kernels/simd/instantiate.cc")  # once, for the NEON level
 problems = [f"not compiled: {f}" for f in sorted(expected - compiled.keys())]
 problems += [f"x86 kernel folder compiled: {f}" for f in sorted(compiled.keys() - expected)]
 for c in commands:
-    neon = c["file"].endswith("kernels/simd/instantiate.cc") or "/kernels/neon/" in c["file"]
-    flags = [a for a in shlex.split(c["command"]) if a.startswith("-m") and not (neon and a == "-march=armv8-a")]
+    arm_flag = {"-march=armv8-a"} if c["file"].endswith("kernels/simd/instantiate.cc") or "/kernels/neon/" in c[
+        "file"] else {"-march=armv8.2-a+dotprod"} if "/kernels/neon_dotprod/" in c["file"] else set()
+    flags = [a for a in shlex.split(c["command"]) if a.startswith("-m") and a not in arm_flag]
     if flags:
         problems.append(f"x86 flags {flags} on {c['file']}")
 lib = glob.glob(f"{build}/libsparsebert_engine.so")

@@ -47,12 +47,16 @@ for cpu in max cortex-a57; do
   echo "+ qemu -cpu $cpu: every ISA"
   out=$("${qemu[@]}" "$oracle") || { echo "$out"; exit 1; }
   echo "$out"
-  # The two models must differ where the fallbacks matter: detection reads what qemu emulates.
+  # The two models must differ where the fallbacks matter: detection reads what qemu emulates, and the int8
+  # product is the dot-product kernel only where the CPU has it.
   features=$(head -1 <<< "$out")
   case "$cpu:$features" in
     max:*" asimddp"*|cortex-a57:*" neon") ;;
     *) echo "tools/test_aarch64.sh: -cpu $cpu: unexpected $features" >&2; exit 1 ;;
   esac
+  expected_int8=$([ "$cpu" = max ] && echo neon_dotprod || echo scalar)
+  grep -q "^kernel_oracle: neon (int8: $expected_int8)" <<< "$out" || {
+    echo "tools/test_aarch64.sh: -cpu $cpu: the neon path's int8 product is not $expected_int8" >&2; exit 1; }
   for isa in neon scalar; do
     run "qemu -cpu $cpu: SPARSEBERT_ISA=$isa" env SPARSEBERT_ISA=$isa "${qemu[@]}" "$oracle"
   done

@@ -48,6 +48,9 @@ const Level kLevels[] = {
        t.isa = "neon";
        add_simd_kernels<Isa::kNeon>(t);
      }},
+    // The int8 dot product is optional before ARMv8.4 (Cortex-A57/A72 lack it): an extension within the neon path.
+    {"neon", [](const CpuFeatures& f) { return f.can_run_neon() && f.asimddp; },
+     [](KernelTable& t) { add_int8_kernels<Isa::kNeonDotprod>(t); }},
 };
 #define SPARSEBERT_HAS_LEVELS 1
 #endif  // other architectures have no SIMD path yet: scalar only

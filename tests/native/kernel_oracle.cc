@@ -276,7 +276,9 @@ void check_softmax(Report& rep, const KernelTable& kt, const KernelTable& ref, R
 // ---- int8: bitwise ----
 
 void check_int8(Report& rep, const KernelTable& kt, const KernelTable& ref, Rng& rng) {
-  for (int32_t k : {1, 5, 8, 37}) for (int32_t n : kTokenCounts) {
+  // Weights over the whole s8 range, but within [-64, 64] for a table that needs bounded byte pairs (kernels.h).
+  const int32_t w_lo = kt.int8_bounded_pairs ? -64 : -128, w_hi = kt.int8_bounded_pairs ? 64 : 127;
+  for (int32_t k : {1, 5, 8, 37, 515}) for (int32_t n : kTokenCounts) {
     const int32_t kb = (k + 3) / 4, m = 7;
     const int64_t ldq = oracle::round_up(n, oracle::kPad);
     Tokens x(k, n);
@@ -293,7 +295,6 @@ void check_int8(Report& rep, const KernelTable& kt, const KernelTable& ref, Rng&
     if (!same || !oracle::same_bits(rep, what + " (scales)", got_s.data(), want_s.data(), n * 4) ||
         !oracle::same_bits(rep, what + " (zero points)", got_z.data(), want_z.data(), n * 4))
       continue;
-    // Weights within [-64, 64]: byte pairs stay within the AVX2 kernel's bounds (int8_bounded_pairs).
     std::vector<int32_t> ptr{0}, val, w_sum(m);
     std::vector<uint16_t> col;
     std::vector<float> w_scale(m), b(m);
@@ -302,7 +303,7 @@ void check_int8(Report& rep, const KernelTable& kt, const KernelTable& ref, Rng&
         if (r == 2 || !rng.chance(0.5)) continue;  // row 2: no blocks
         uint32_t word = 0;
         for (int q = 0; q < 4; ++q) {
-          const int32_t v = 4 * j + q < k ? rng.integer(-64, 64) : 0;
+          const int32_t v = 4 * j + q < k ? rng.integer(w_lo, w_hi) : 0;
           w_sum[r] += v;
           word |= static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(v))) << (8 * q);
         }
