@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "kernels/kernels.h"
 
 namespace oracle {
 
@@ -19,6 +22,8 @@ constexpr double kExpRel = 4 * kU;      // vexp: ~2 ulp
 constexpr double kFloor = 4 * 1.1754943508222875e-38;  // SIMD code may flush denormals
 constexpr int kPad = 16;                // a kernel may touch round_up(n, 16) lanes of a row (kernels.h)
 constexpr float kGuard = -7.25e30f;     // fills the lanes past that: a kernel writing there is caught
+// Token counts around the vector widths (4, 8, 16 lanes) and the tiles (32, 64 tokens).
+constexpr int32_t kTokenCounts[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129};
 
 inline double gamma(double n) { return n * kU / (1 - n * kU); }
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -85,10 +90,33 @@ bool compare(Report& rep, const std::string& what, const Tokens& got, const Toke
   return true;
 }
 
+inline std::string label(const char* isa, const char* kernel, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+inline std::string label(const char* isa, const char* kernel, const char* fmt, ...) {
+  char buf[200];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, args);
+  va_end(args);
+  return std::string(isa) + " " + kernel + " " + buf;
+}
+
 inline bool same_bits(Report& rep, const std::string& what, const void* got, const void* want, size_t bytes) {
   ++rep.checks;
   if (std::memcmp(got, want, bytes) == 0) return true;
   return rep.fail(what, "differs bitwise from the scalar kernel");
 }
+
+// The cases, one function per kernel family (oracle_linear.cc, oracle_norm_int8.cc): each runs the ISA table kt
+// and the scalar table on the same inputs and records its checks in rep.
+void check_spmm(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, int width,
+                Rng& rng);
+void check_finish_rows(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
+void check_gemm(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, bool transposed,
+                Rng& rng);
+void check_layer_norm(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
+void check_softmax(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
+void check_int8(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
+void check_fma_peak(Report& rep, const sparsebert::KernelTable& kt);
 
 }  // namespace oracle
