@@ -61,8 +61,8 @@ def test_available_isas_shape():
     isas = sparsebert.available_isas()
     assert isinstance(isas, list) and isas, isas
     assert isas[-1] == "scalar"
-    assert set(isas) <= {"avx512", "avx2", "scalar"}
-    order = ["avx512", "avx2", "scalar"]
+    assert set(isas) <= {"avx512", "avx2", "neon", "scalar"}
+    order = ["avx512", "avx2", "neon", "scalar"]
     assert isas == [i for i in order if i in isas], f"not best-first: {isas}"
     assert len(set(isas)) == len(isas)
     assert sparsebert.default_isa() == isas[0]
@@ -70,13 +70,18 @@ def test_available_isas_shape():
 
 
 def test_isa_detection_matches_cpuinfo():
-    # On Linux, cross-check CPUID detection with the kernel's view of the flags (OS support included).
+    # On Linux, cross-check CPUID / HWCAP detection with the kernel's view of the flags (OS support included):
+    # x86 lists them on "flags" lines, aarch64 on "Features" lines.
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
+            flags = next(line for line in f if line.startswith(("flags", "Features"))).split()
     except (OSError, StopIteration):
         pytest.skip("no /proc/cpuinfo")
     isas = sparsebert.available_isas()
+    if flags[0] == "Features":
+        assert ("neon" in isas) == ("asimd" in flags)
+        assert ("asimddp" in _core.cpu_info()["flags"]) == ("asimddp" in flags)
+        return
     assert ("avx2" in isas) == ("avx2" in flags and "fma" in flags)
     if "avx512" in isas:
         assert "avx512f" in flags

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Checks that the C++ builds for Linux aarch64 (a scalar build: the SIMD kernels are x86-only so far), by
-# cross-compiling with Debian's g++-aarch64-linux-gnu on an x86-64 machine. Nothing is run on aarch64.
+# Checks that the C++ builds for Linux aarch64 (the scalar table and the NEON level), by cross-compiling with
+# Debian's g++-aarch64-linux-gnu on an x86-64 machine. Nothing is run here (tools/test_aarch64.sh runs the kernels
+# under qemu).
 #   1. CMake configures for aarch64 with SPARSEBERT_PYTHON=OFF (the engine as a shared library, no Python needed)
 #      and builds it with -Werror, linked with --no-undefined so every symbol must resolve;
-#   2. fails if any compile command carries an x86 flag (-m...) or compiles an x86 kernel folder, or if any
-#      engine source was left out, or if the result is not an AArch64 ELF;
+#   2. fails if any compile command carries an x86 flag (-m... other than the NEON folder's -march=armv8-a) or
+#      compiles an x86 kernel folder, or if any engine source or NEON kernel was left out, or if the result is not
+#      an AArch64 ELF;
 #   3. the pybind11 bindings (csrc/bindings) are compiled too (-fsyntax-only: their Python headers are this
 #      machine's, so they are type-checked, not built).
 # Installs the cross compiler with apt-get when it is missing. Needs cmake, pybind11 (python -m pybind11) and
@@ -37,12 +39,16 @@ import glob, json, os, shlex, subprocess, sys
 build = sys.argv[1]
 commands = json.load(open(f"{build}/compile_commands.json"))
 compiled = {c["file"].split("/csrc/", 1)[1]: c for c in commands}
-expected = {p.split("csrc/", 1)[1] for d in ("kernels", "kernels/ref", "common", "ops", "encoder")
+expected = {p.split("csrc/", 1)[1] for d in ("kernels", "kernels/ref", "kernels/neon", "kernels/neon_dotprod",
+                                   "common", "ops", "encoder")
             for p in glob.glob(f"csrc/{d}/*.cc")}
+expected.add("kernels/simd/instantiate.cc")  # once, for the NEON level
 problems = [f"not compiled: {f}" for f in sorted(expected - compiled.keys())]
 problems += [f"x86 kernel folder compiled: {f}" for f in sorted(compiled.keys() - expected)]
 for c in commands:
-    flags = [a for a in shlex.split(c["command"]) if a.startswith("-m")]
+    arm_flag = {"-march=armv8-a"} if c["file"].endswith("kernels/simd/instantiate.cc") or "/kernels/neon/" in c[
+        "file"] else {"-march=armv8.2-a+dotprod"} if "/kernels/neon_dotprod/" in c["file"] else set()
+    flags = [a for a in shlex.split(c["command"]) if a.startswith("-m") and a not in arm_flag]
     if flags:
         problems.append(f"x86 flags {flags} on {c['file']}")
 lib = glob.glob(f"{build}/libsparsebert_engine.so")
@@ -51,7 +57,7 @@ if "AArch64" not in header:
     problems.append(f"{lib or 'no library'}: not an AArch64 ELF")
 if problems:
     sys.exit("tools/cross_compile_aarch64.sh:\n  " + "\n  ".join(problems))
-print(f"{len(compiled)} sources compiled for aarch64 with no -m flag; {lib[0]} is AArch64")
+print(f"{len(compiled)} sources compiled for aarch64 with no x86 flag; {lib[0]} is AArch64")
 
 # The bindings, with the flags CMake gave the engine's files (no output, no -o), plus pybind11's and Python's
 # headers (this machine's: the bindings are type-checked for aarch64, not built).
@@ -64,4 +70,4 @@ for source in sorted(glob.glob("csrc/bindings/*.cc")):
     subprocess.run(flags + includes + ["-fsyntax-only", os.path.abspath(source)], check=True,
                    cwd=compiled["encoder/builder.cc"]["directory"])
 PY
-echo "tools/cross_compile_aarch64.sh: the aarch64 scalar build compiles"
+echo "tools/cross_compile_aarch64.sh: the aarch64 build (scalar + NEON) compiles"

@@ -6,6 +6,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define SPARSEBERT_X86 1
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 namespace sparsebert {
@@ -75,6 +79,40 @@ CpuFeatures detect() {
   }
   return f;
 }
+#elif defined(__aarch64__) && defined(__linux__)
+// The bits of the kernel's ABI (arch/arm64/include/uapi/asm/hwcap.h), spelled out here because older C libraries'
+// headers lack the newer ones.
+constexpr unsigned long kHwcapAsimd = 1ul << 1;
+constexpr unsigned long kHwcapAsimdDp = 1ul << 20;
+constexpr unsigned long kHwcap2I8mm = 1ul << 13;
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  f.vendor = "ARM";
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  f.neon = (hwcap & kHwcapAsimd) != 0;
+  f.asimddp = (hwcap & kHwcapAsimdDp) != 0;
+  f.i8mm = (hwcap2 & kHwcap2I8mm) != 0;
+  return f;
+}
+#elif defined(__aarch64__) && defined(__APPLE__)
+bool sysctl_flag(const char* name) {
+  int value = 0;
+  size_t size = sizeof(value);
+  return sysctlbyname(name, &value, &size, nullptr, 0) == 0 && value != 0;
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  f.vendor = "Apple";
+  char brand[128] = {0};
+  size_t size = sizeof(brand) - 1;
+  if (sysctlbyname("machdep.cpu.brand_string", brand, &size, nullptr, 0) == 0) f.brand = brand;
+  f.neon = true;  // every Apple arm64 CPU has Advanced SIMD
+  f.asimddp = sysctl_flag("hw.optional.arm.FEAT_DotProd");
+  f.i8mm = sysctl_flag("hw.optional.arm.FEAT_I8MM");
+  return f;
+}
 #else
 CpuFeatures detect() { return CpuFeatures{}; }
 #endif
@@ -88,6 +126,7 @@ std::vector<std::string> CpuFeatures::flags() const {
   add(avx512f, "avx512f"); add(avx512bw, "avx512bw"); add(avx512dq, "avx512dq"); add(avx512vl, "avx512vl");
   add(avx512_vnni, "avx512_vnni"); add(avx512_bf16, "avx512_bf16"); add(avx_vnni, "avx_vnni");
   add(os_ymm, "os_ymm"); add(os_zmm, "os_zmm");
+  add(neon, "neon"); add(asimddp, "asimddp"); add(i8mm, "i8mm");
   return out;
 }
 

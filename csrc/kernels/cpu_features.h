@@ -1,4 +1,5 @@
-// What the CPU and the OS support, read once with CPUID and XGETBV.
+// What the CPU and the OS support, read once: CPUID and XGETBV on x86-64; on aarch64 the kernel's hardware
+// capabilities (getauxval) on Linux, sysctlbyname on macOS.
 #pragma once
 
 #include <string>
@@ -14,9 +15,13 @@ struct CpuFeatures {
   bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
   bool os_ymm = false;  // XCR0 has SSE + AVX state: the OS saves ymm registers
   bool os_zmm = false;  // XCR0 also has opmask + zmm state
+  // aarch64: Advanced SIMD (NEON, part of every ARMv8-A CPU), its int8 dot products (sdot/udot, ARMv8.2's
+  // optional FEAT_DotProd) and int8 matrix multiply (usmmla/usdot, FEAT_I8MM).
+  bool neon = false, asimddp = false, i8mm = false;
 
   bool can_run_avx2() const { return os_ymm && avx2 && fma; }
   bool can_run_avx512() const { return can_run_avx2() && os_zmm && avx512f && avx512bw && avx512dq && avx512vl; }
+  bool can_run_neon() const { return neon; }
   std::vector<std::string> flags() const;
 };
 

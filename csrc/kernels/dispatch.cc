@@ -39,11 +39,25 @@ const Level kLevels[] = {
     {"avx512", [](const CpuFeatures& f) { return f.can_run_avx512() && f.avx512_vnni; },
      [](KernelTable& t) { add_int8_kernels<Isa::kAvx512Vnni>(t); }},
 };
+#define SPARSEBERT_HAS_LEVELS 1
+#elif defined(__aarch64__)
+const Level kLevels[] = {
+    // Advanced SIMD is part of ARMv8-A, so every aarch64 CPU runs this path; the check keeps the table honest.
+    {"neon", [](const CpuFeatures& f) { return f.can_run_neon(); },
+     [](KernelTable& t) {
+       t.isa = "neon";
+       add_simd_kernels<Isa::kNeon>(t);
+     }},
+    // The int8 dot product is optional before ARMv8.4 (Cortex-A57/A72 lack it): an extension within the neon path.
+    {"neon", [](const CpuFeatures& f) { return f.can_run_neon() && f.asimddp; },
+     [](KernelTable& t) { add_int8_kernels<Isa::kNeonDotprod>(t); }},
+};
+#define SPARSEBERT_HAS_LEVELS 1
 #endif  // other architectures have no SIMD path yet: scalar only
 
 template <class F>
 void for_each_level(F&& f) {
-#if defined(__x86_64__)
+#ifdef SPARSEBERT_HAS_LEVELS
   for (const Level& level : kLevels) f(level);
 #else
   (void)f;

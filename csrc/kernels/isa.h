@@ -7,7 +7,7 @@
 
 namespace sparsebert {
 
-enum class Isa { kAvx2, kAvx512, kAvx512Vnni };
+enum class Isa { kAvx2, kAvx512, kAvx512Vnni, kNeon, kNeonDotprod };
 
 // The kernels written once over kernels/simd/ (spmm_csr, spmm_block4, finish_rows, gemm, gemm_wt, layer_norm,
 // softmax_cols, fma_peak): kernels/simd/instantiate.cc, compiled once per SIMD ISA, specializes this.
