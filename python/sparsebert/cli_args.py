@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ._native import core
 
@@ -33,24 +33,23 @@ def parse_intermixed(parser: argparse.ArgumentParser, commands: dict[str, argpar
     return args
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
-    return value
+def bounded(kind: type, low: float, high: float | None = None, what: str = "a number") -> Any:
+    """An argparse type: the text as ``kind`` (int or float) in [low, high]; without ``high``, any finite value
+    from ``low`` up (NaN is refused either way)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (low <= value <= high if high is not None else low <= value < float("inf")):
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{value} is not {bounds}")
+        return value
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
+fraction = bounded(float, 0.0, 1.0)
+positive_int = bounded(int, 1, what="an integer")
 
 
 def thread_count(text: str) -> int:

@@ -7,12 +7,14 @@ import argparse
 import os
 from pathlib import Path
 
-from .cli_args import positive_int, thread_count
+from .cli_args import bounded, positive_int, thread_count
 from .serve import API_KEY_ENV, ServeSettings, run_server, served_task
 from .serve import ray as serve_ray
 
 EXIT_OK = 0
 DEFAULTS = ServeSettings()
+_port = bounded(int, 0, 65535, what="a port number")
+_wait_ms = bounded(float, 0.0, what="a number of milliseconds")
 
 
 def _named_model(text: str) -> tuple[str, str]:
@@ -20,26 +22,6 @@ def _named_model(text: str) -> tuple[str, str]:
     if not sep or not name.strip() or not path:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH")
     return name.strip(), path
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, 65535]")
-    return value
-
-
-def _wait_ms(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} is not a number of milliseconds >= 0")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

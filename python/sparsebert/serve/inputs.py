@@ -32,6 +32,14 @@ def check_count(count: int, settings: ServeSettings, field: str) -> None:
                               "request may carry (--max-inputs-per-request)", VALIDATION, param=field)
 
 
+async def compute_texts(model: ServedModel, texts: Sequence[str], settings: ServeSettings, truncate: bool,
+                        field: str, too_long_status: int = 413) -> tuple[list[Any], dict[str, Any]]:
+    """A request's texts within the count limit, tokenized (encode_texts) and run through the model's batcher:
+    (their encodings, the engine's outputs for them)."""
+    check_count(len(texts), settings, field)
+    return await model.compute(encode_texts, model, texts, truncate, field, too_long_status)
+
+
 def _tokenizer_failure(exc: ValueError, field: str) -> ServeError:
     return ServeError(422, f"{field}: {exc}", TOKENIZER, param=field)
 
@@ -93,4 +101,4 @@ def token_arrays(model: ServedModel, arrays: Sequence[Sequence[int]], field: str
     return sequences
 
 
-__all__ = ["TokenIds", "check_count", "encode_text_pairs", "encode_texts", "token_arrays"]
+__all__ = ["TokenIds", "check_count", "compute_texts", "encode_text_pairs", "encode_texts", "token_arrays"]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VALIDATION, ServeError
-from .inputs import check_count, encode_texts, token_arrays
+from .inputs import check_count, compute_texts, token_arrays
 from .schemas import parse, schemas
 
 
@@ -32,10 +32,10 @@ async def embeddings(request: Any, state: Any) -> dict[str, Any]:
         given = [given]
     elif given and isinstance(given[0], int):  # one token array
         given = [given]
-    check_count(len(given), state.settings, "input")
-    if isinstance(given[0], str):
-        sequences, out = await model.compute(encode_texts, model, given, False, "input", 400)
+    if given and isinstance(given[0], str):
+        sequences, out = await compute_texts(model, given, state.settings, False, "input", 400)
     else:
+        check_count(len(given), state.settings, "input")
         sequences, out = await model.compute(token_arrays, model, given, "input")
     vectors = model.pipeline.postprocess(sequences, out, pooling=model.pooling, normalize=model.normalize)
     tokens = sum(len(s.ids) for s in sequences)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import VALIDATION, ServeError
-from .inputs import encode_texts, check_count
+from .inputs import compute_texts
 from .schemas import parse, schemas
 
 
@@ -15,8 +15,7 @@ async def token_classification(request: Any, state: Any) -> Any:
     body = parse(schemas().TokenClassification, await request.body())
     model = state.registry.find(body.model, "token-classification", "/token-classification")
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    check_count(len(texts), state.settings, "inputs")
-    sequences, out = await model.compute(encode_texts, model, texts, body.truncate, "inputs")
+    sequences, out = await compute_texts(model, texts, state.settings, body.truncate, "inputs")
     entities = model.pipeline.postprocess(sequences, out, ignore_labels=tuple(body.ignore_labels))
     return entities[0] if isinstance(body.inputs, str) else entities
 

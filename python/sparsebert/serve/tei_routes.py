@@ -10,7 +10,7 @@ import numpy as np
 
 from ..rerank import rank
 from .errors import VALIDATION, ServeError
-from .inputs import check_count, encode_text_pairs, encode_texts
+from .inputs import check_count, compute_texts, encode_text_pairs, encode_texts
 from .schemas import parse, schemas
 
 
@@ -18,8 +18,7 @@ async def embed(request: Any, state: Any) -> Any:
     body = parse(schemas().Embed, await request.body())
     model = state.registry.find(body.model, "embed", "/embed")
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    check_count(len(texts), state.settings, "inputs")
-    sequences, out = await model.compute(encode_texts, model, texts, body.truncate, "inputs")
+    sequences, out = await compute_texts(model, texts, state.settings, body.truncate, "inputs")
     vectors = model.pipeline.postprocess(sequences, out, pooling=model.pooling, normalize=body.normalize)
     return [np.asarray(v, dtype=np.float32).tolist() for v in vectors]
 
