@@ -386,7 +386,7 @@ def test_kernel_bench_small():
 
     result = run_kernel_bench(shapes=[(40, 36)], tokens=[16], threads=[1], runs=2, sparsity=0.75, command="k")
     rows = result["rows"]
-    assert [r["layout"] for r in rows] == ["dense", "unstructured", "block4"]
+    assert [r["layout"] for r in rows] == ["dense", "unstructured", "block4", "block4_int8"]
     peak = result["fma_peak_gflops"][result["isa"]]
     assert peak > 0
     for r in rows:
@@ -394,7 +394,7 @@ def test_kernel_bench_small():
         assert r["nnz"] == expected_nnz
         assert r["real_gflops"] == pytest.approx(2 * 16 * r["nnz"] / (r["median_ms"] * 1e-3) / 1e9)
         assert r["dense_gflops"] == pytest.approx(2 * 16 * 40 * 36 / (r["median_ms"] * 1e-3) / 1e9)
-        assert r["peak_fraction"] == pytest.approx(r["real_gflops"] / peak)
+        assert r["peak_fraction"] == pytest.approx(r["real_gflops"] / (peak * (4 if r["layout"] == "block4_int8" else 1)))
     assert rows[0]["speedup_vs_dense"] is None
     assert rows[1]["speedup_vs_dense"] == pytest.approx(rows[0]["median_ms"] / rows[1]["median_ms"])
     md = kernel_markdown(result)

@@ -324,7 +324,7 @@ void Encoder::ffn(const EncoderLayer& layer, Scratch& s, Timer& timer) {
     timer.mark("ffn");
     return;
   }
-  const int32_t group = std::max(kFfnGroupTiles, 2 * pool_.size());
+  const int32_t group = kFfnGroupTilesPerThread * pool_.size();
   tiled_ffn(kernels_, pool_, *layer.ffn_up, *layer.ffn_down, config_.hidden_act, s.attn, s.hidden, group, s.ffn);
   timer.mark("ffn_tiled");
 }

@@ -64,8 +64,9 @@ struct LogitsAt {
   int64_t count = 0;
 };
 
-// Token tiles per group of the unfused FFN (ops/tiled_ffn.h): enough for every thread, little memory.
-constexpr int32_t kFfnGroupTiles = 8;
+// Token tiles per thread in a group of the unfused FFN (ops/tiled_ffn.h): one, so that its intermediate (3072 x 64
+// floats per tile on BERT-base) costs no more memory than the fused FFN's panels.
+constexpr int32_t kFfnGroupTilesPerThread = 1;
 
 class Encoder {
  public:

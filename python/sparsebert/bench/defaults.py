@@ -22,7 +22,10 @@ SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97)
 # BERT-large's FFN (1024x4096, 4096x1024), at a short and a long batch of tokens.
 KERNEL_SHAPES = ((768, 768), (3072, 768), (768, 3072), (1024, 4096), (4096, 1024))
 KERNEL_TOKENS = (128, 1024)
-KERNEL_LAYOUTS = ("dense", "unstructured", "block4")
+KERNEL_LAYOUTS = ("dense", "unstructured", "block4", "block4_int8")
+# An int8 layout's yardstick: one VNNI dot product (vpdpbusd) does 64 multiply-adds where an fp32 FMA does 16, at
+# the FMA's rate on the cores measured (Intel Ice Lake / Sapphire Rapids, AMD Zen 4), so its peak is 4x the FMA's.
+INT8_PEAK_FACTOR = 4
 KERNEL_THREADS = (1, 2)
 KERNEL_SPARSITY = 0.9
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import isolated
+from .defaults import INT8_PEAK_FACTOR
 from .environment import machine_line
 from .runners import LABELS
 
@@ -223,11 +224,13 @@ def kernel_rows(result: dict[str, Any]) -> list[list[str]]:
 def kernel_markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     peaks = ", ".join(f"{isa} {p:.0f}" for isa, p in result["fma_peak_gflops"].items())
-    lines = [f"### Sparse GEMM kernels: Y[N, T] = W[N, K] · X[K, T], fp32, isa {result['isa']}", "",
+    lines = [f"### Sparse GEMM kernels: Y[N, T] = W[N, K] · X[K, T], isa {result['isa']}", "",
              *provenance(env), "",
              f"Median of {result['runs']} timed runs (kernel only, activations already in the engine's layout), "
              f"layouts interleaved. Real GFLOP/s counts 2·T·nnz, dense-equivalent 2·T·N·K; % of peak is real "
-             f"GFLOP/s over the measured single-thread FMA peak ({peaks} GFLOP/s) times the threads.", ""]
+             f"GFLOP/s over the measured single-thread FMA peak ({peaks} GFLOP/s) times the threads. int8 rows count "
+             f"an integer multiply-add as 2 operations and take {INT8_PEAK_FACTOR}× the FMA peak as theirs (a VNNI "
+             f"dot product does 64 multiply-adds where an FMA does 16, at the same rate).", ""]
     lines += markdown_table(KERNEL_HEADER, kernel_rows(result), [False, True, False] + [True] * 6)
     lines += ["", reproduce_line(env, markdown=True)]
     return "\n".join(lines) + "\n"
