@@ -10,10 +10,12 @@
 #include <cstring>
 
 #include "common/aligned_buffer.h"
+#include "kernels/kernels.h"
 
 namespace sparsebert {
 
 constexpr int32_t kTileTokens = 64;
+static_assert(kTileTokens == kSpecialisedStride, "the kernels' fast path is the tile's row stride");
 
 // Consecutive tiles of a TileMatrix, borrowed: what an op reads or writes in place (a group of tiles of a larger
 // matrix, say) without owning or copying it. Like a span, a const view may still write through tile().

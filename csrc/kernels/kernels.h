@@ -9,6 +9,11 @@
 
 namespace sparsebert {
 
+// The row stride (in elements) the sparse kernels are compiled for besides the general one: the engine's token
+// tile (common/tile_matrix.h checks they agree). With it a nonzero's index becomes an address by a shift and
+// constant offsets, which on AVX-512 frees the registers the general stride's offsets take.
+constexpr int64_t kSpecialisedStride = 64;
+
 enum class Activation : int32_t { kNone = 0, kGelu = 1, kGeluTanh = 2, kRelu = 3, kTanh = 4 };
 
 // Applied when a GEMM stores a row of Y: y = act(acc + bias[row]) + residual[row][t].

@@ -7,7 +7,7 @@
 
 // A row's starting accumulators: Y's partial sums, or bias + residual (folding them in here saves a pass over Y
 // for every layer without an activation).
-template <class S, int NV>
+template <class S, int NV, int64_t LD>
 inline void start_sparse_row(typename S::V* acc, const float* yp, int32_t row, int32_t lane, const Epilogue& ep) {
   if (ep.accumulate) {
     for (int v = 0; v < NV; ++v) acc[v] = S::load(yp + v * S::kLanes);
@@ -15,18 +15,20 @@ inline void start_sparse_row(typename S::V* acc, const float* yp, int32_t row, i
   }
   const typename S::V b = S::set1(ep.bias ? ep.bias[row] : 0.0f);
   if (ep.residual) {
-    const float* r = ep.residual + row * ep.ldr + lane;
+    const float* r = ep.residual + row * (LD ? LD : ep.ldr) + lane;
     for (int v = 0; v < NV; ++v) acc[v] = S::add(b, S::load(r + v * S::kLanes));
   } else {
     for (int v = 0; v < NV; ++v) acc[v] = b;
   }
 }
 
-// See SpmmFn: stores the sums, the caller applies any activation with finish_rows.
-template <class S, int NV, int W>
-inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
-                             int64_t ldy, int32_t c0, const Epilogue& ep) {
+// See SpmmFn: stores the sums, the caller applies any activation with finish_rows. LD, when not 0, is the row
+// stride of x, y and the residual known at compile time (kSpecialisedStride), so addresses need no multiply.
+template <class S, int NV, int W, int64_t LD>
+inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx_arg, float* y,
+                             int64_t ldy_arg, int32_t c0, const Epilogue& ep) {
   using V = typename S::V;
+  const int64_t ldx = LD ? LD : ldx_arg, ldy = LD ? LD : ldy_arg;
   x += c0;
   for (int32_t p = pb; p < pe; ++p) {
     const int32_t o0 = w.rows[2 * p], o1 = w.rows[2 * p + 1];
@@ -34,7 +36,7 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
     float* y0 = y + o0 * ldy + c0;
     if (o1 < 0) {  // the odd row out of a panel: one row alone
       V a0[NV];
-      start_sparse_row<S, NV>(a0, y0, o0, c0, ep);
+      start_sparse_row<S, NV, LD>(a0, y0, o0, c0, ep);
       for (int32_t j = begin; j < end; ++j) {
         const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
         const float* w0 = w.val + 2 * W * static_cast<int64_t>(j);
@@ -48,8 +50,8 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
     }
     float* y1 = y + o1 * ldy + c0;
     V a0[NV], a1[NV];
-    start_sparse_row<S, NV>(a0, y0, o0, c0, ep);
-    start_sparse_row<S, NV>(a1, y1, o1, c0, ep);
+    start_sparse_row<S, NV, LD>(a0, y0, o0, c0, ep);
+    start_sparse_row<S, NV, LD>(a1, y1, o1, c0, ep);
     for (int32_t j = begin; j < end; ++j) {
       const float* x0 = x + static_cast<int64_t>(w.idx[2 * j]) * W * ldx;
       const float* x1 = x + static_cast<int64_t>(w.idx[2 * j + 1]) * W * ldx;
@@ -70,24 +72,33 @@ inline void spmm_pairs_chunk(const PairedView& w, int32_t pb, int32_t pe, const 
 }
 
 // Picks the instantiation for a (possibly short, last) chunk of nv vectors.
-template <class S, int W, int NV = S::kSpmmVecs>
+template <class S, int W, int64_t LD, int NV = S::kSpmmVecs>
 inline void spmm_chunk_nv(int nv, const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx,
                           float* y, int64_t ldy, int32_t c0, const Epilogue& ep) {
   if constexpr (NV > 1) {
-    if (nv < NV) return spmm_chunk_nv<S, W, NV - 1>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
+    if (nv < NV) return spmm_chunk_nv<S, W, LD, NV - 1>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
   }
-  spmm_pairs_chunk<S, NV, W>(w, pb, pe, x, ldx, y, ldy, c0, ep);
+  spmm_pairs_chunk<S, NV, W, LD>(w, pb, pe, x, ldx, y, ldy, c0, ep);
+}
+
+template <class S, int W, int64_t LD>
+inline void spmm_strided(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
+                         int64_t ldy, int32_t n, const Epilogue& ep) {
+  constexpr int32_t kChunk = S::kSpmmVecs * S::kLanes;
+  for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int32_t rest = n - c0;
+    const int nv = rest >= kChunk ? S::kSpmmVecs : (rest + S::kLanes - 1) / S::kLanes;
+    spmm_chunk_nv<S, W, LD>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
+  }
 }
 
 template <class S, int W>
 inline void spmm_impl(const PairedView& w, int32_t pb, int32_t pe, const float* x, int64_t ldx, float* y,
                       int64_t ldy, int32_t n, const Epilogue& ep) {
-  constexpr int32_t kChunk = S::kSpmmVecs * S::kLanes;
-  for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int32_t rest = n - c0;
-    const int nv = rest >= kChunk ? S::kSpmmVecs : (rest + S::kLanes - 1) / S::kLanes;
-    spmm_chunk_nv<S, W>(nv, w, pb, pe, x, ldx, y, ldy, c0, ep);
-  }
+  const bool tile_strides = ldx == kSpecialisedStride && ldy == kSpecialisedStride &&
+                            (!ep.residual || ep.ldr == kSpecialisedStride);
+  if (tile_strides) return spmm_strided<S, W, kSpecialisedStride>(w, pb, pe, x, ldx, y, ldy, n, ep);
+  spmm_strided<S, W, 0>(w, pb, pe, x, ldx, y, ldy, n, ep);
 }
 
 // The epilogue pass over whole rows (see FinishRowsFn), one activation branch per call.
