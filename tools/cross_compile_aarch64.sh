@@ -9,26 +9,40 @@
 #      an AArch64 ELF;
 #   3. the pybind11 bindings (csrc/bindings) are compiled too (-fsyntax-only: their Python headers are this
 #      machine's, so they are type-checked, not built).
-# Installs the cross compiler with apt-get when it is missing. Needs cmake, pybind11 (python -m pybind11) and
-# Python 3; run from the development virtual environment.
+# With --clang the same with clang++ --target=aarch64-linux-gnu (Debian's cross libstdc++ and binutils), the
+# compiler family of macOS and of many Linux builds, plus a syntax check of the macOS branch of
+# kernels/cpu_features.cc (its sysctl calls; no macOS SDK here, so with a stand-in declaration).
+# Installs the cross compiler (and clang) with apt-get when missing. Needs cmake, pybind11 (python -m pybind11)
+# and Python 3; run from the development virtual environment.
+#   tools/cross_compile_aarch64.sh [--clang]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cxx=aarch64-linux-gnu-g++
-if ! command -v "$cxx" > /dev/null; then
-  echo "+ apt-get install g++-aarch64-linux-gnu"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu
+clang=0
+if [ "${1:-}" = "--clang" ]; then clang=1; shift; fi
+[ $# -eq 0 ] || { echo "usage: tools/cross_compile_aarch64.sh [--clang]" >&2; exit 2; }
+need=()
+command -v aarch64-linux-gnu-g++ > /dev/null || need+=(g++-aarch64-linux-gnu)
+[ "$clang" = 0 ] || command -v clang++ > /dev/null || need+=(clang)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "+ apt-get install ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+if [ "$clang" = 1 ]; then
+  cxx=clang++ build=build/cross-aarch64-clang compiler=(-DCMAKE_CXX_COMPILER=clang++
+    -DCMAKE_CXX_COMPILER_TARGET=aarch64-linux-gnu)
+else
+  cxx=aarch64-linux-gnu-g++ build=build/cross-aarch64 compiler=(-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++)
 fi
 python3 -m pybind11 --includes > /dev/null || {
   echo "tools/cross_compile_aarch64.sh: pybind11 is needed (pip install pybind11)" >&2; exit 1; }
 
-build=build/cross-aarch64
 rm -rf "$build" && mkdir -p build
 generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 echo "+ cmake: engine library for aarch64 with $cxx"
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_CXX_COMPILER="$cxx" \
+  -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 "${compiler[@]}" \
   -DSPARSEBERT_PYTHON=OFF -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
   -DCMAKE_CXX_FLAGS=-Werror -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--no-undefined > "$build.log" \
   || { cat "$build.log" >&2; exit 1; }
@@ -70,4 +84,13 @@ for source in sorted(glob.glob("csrc/bindings/*.cc")):
     subprocess.run(flags + includes + ["-fsyntax-only", os.path.abspath(source)], check=True,
                    cwd=compiled["encoder/builder.cc"]["directory"])
 PY
-echo "tools/cross_compile_aarch64.sh: the aarch64 build (scalar + NEON) compiles"
+if [ "$clang" = 1 ]; then
+  # The macOS branch: __APPLE__ instead of __linux__, sysctlbyname declared as in the SDK's <sys/sysctl.h>.
+  mkdir -p "$build/macos-stub/sys"
+  printf '#include <stddef.h>\nint sysctlbyname(const char*, void*, size_t*, void*, size_t);\n' \
+    > "$build/macos-stub/sys/sysctl.h"
+  echo "+ clang++ -fsyntax-only kernels/cpu_features.cc as on macOS arm64"
+  clang++ --target=aarch64-linux-gnu -U__linux__ -D__APPLE__ -std=c++17 -Wall -Wextra -Werror -Icsrc \
+    -isystem "$build/macos-stub" -fsyntax-only csrc/kernels/cpu_features.cc
+fi
+echo "tools/cross_compile_aarch64.sh: the aarch64 build (scalar + NEON) compiles with $cxx"

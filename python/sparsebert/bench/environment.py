@@ -19,6 +19,7 @@ from typing import Any
 from .. import _native
 
 PACKAGES = ("sparsebert", "numpy", "torch", "transformers", "onnx", "onnxruntime", "matplotlib")
+CPUINFO = "/proc/cpuinfo"
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -29,8 +30,56 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(argv)
 
 
-def cpu_brand() -> str:
-    """The CPU's marketing name: from CPUID via the extension, else /proc/cpuinfo, else platform."""
+# Arm CPUs name themselves only by the MIDR_EL1 fields Linux shows in /proc/cpuinfo ("CPU implementer",
+# "CPU part"): aarch64 kernels print no "model name" and the extension has no brand string there.
+ARM_IMPLEMENTERS = {0x41: "ARM", 0x46: "Fujitsu", 0x48: "HiSilicon", 0x4E: "NVIDIA", 0x51: "Qualcomm",
+                    0x61: "Apple", 0x6D: "Microsoft", 0xC0: "Ampere"}
+ARM_PARTS = {
+    (0x41, 0xD03): "Cortex-A53", (0x41, 0xD04): "Cortex-A35", (0x41, 0xD05): "Cortex-A55",
+    (0x41, 0xD07): "Cortex-A57", (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD0A): "Cortex-A75", (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1",
+    (0x41, 0xD0D): "Cortex-A77", (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD41): "Cortex-A78",
+    (0x41, 0xD44): "Cortex-X1", (0x41, 0xD46): "Cortex-A510", (0x41, 0xD47): "Cortex-A710",
+    (0x41, 0xD48): "Cortex-X2", (0x41, 0xD49): "Neoverse-N2", (0x41, 0xD4D): "Cortex-A715",
+    (0x41, 0xD4E): "Cortex-X3", (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD80): "Cortex-A520",
+    (0x41, 0xD81): "Cortex-A720", (0x41, 0xD82): "Cortex-X4", (0x41, 0xD84): "Neoverse-V3",
+    (0x41, 0xD8E): "Neoverse-N3", (0x46, 0x001): "A64FX", (0x48, 0xD01): "TaiShan-v110",
+    (0x4E, 0x004): "Carmel", (0x6D, 0xD49): "Azure-Cobalt-100", (0xC0, 0xAC3): "Ampere-1",
+    (0xC0, 0xAC4): "Ampere-1a",
+}
+
+
+def _field_value(line: str) -> str:
+    return line.split(":", 1)[1].strip()
+
+
+def arm_cpu_name(cpuinfo: str) -> str | None:
+    """The cores /proc/cpuinfo text describes by implementer and part, e.g. "ARM Neoverse-V1", or for a
+    big.LITTLE chip each kind in order of appearance ("ARM Cortex-A55 + Cortex-A76"); None without those fields."""
+    kinds: list[tuple[str, str]] = []
+    implementer = None
+    for line in cpuinfo.splitlines():
+        try:
+            if line.startswith("CPU implementer"):
+                implementer = int(_field_value(line), 16)
+            elif line.startswith("CPU part") and implementer is not None:
+                part = int(_field_value(line), 16)
+                kind = (ARM_IMPLEMENTERS.get(implementer, f"implementer 0x{implementer:02x}"),
+                        ARM_PARTS.get((implementer, part), f"part 0x{part:03x}"))
+                if kind not in kinds:
+                    kinds.append(kind)
+        except (IndexError, ValueError):  # a malformed line names nothing
+            continue
+    if not kinds:
+        return None
+    if len({vendor for vendor, _ in kinds}) == 1:
+        return f"{kinds[0][0]} " + " + ".join(core for _, core in kinds)
+    return " + ".join(f"{vendor} {core}" for vendor, core in kinds)
+
+
+def cpu_brand(cpuinfo_path: str | None = None) -> str:
+    """The CPU's marketing name: from CPUID (x86) or sysctl (macOS) via the extension, else /proc/cpuinfo's model
+    name, or on Arm Linux its implementer and part, else platform."""
     try:
         brand = _native.core().cpu_info().get("brand", "").strip()
         if brand:
@@ -38,12 +87,16 @@ def cpu_brand() -> str:
     except Exception:  # the extension may be missing where only the tables are rendered
         pass
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        with open(cpuinfo_path or CPUINFO, encoding="utf-8") as f:
+            text = f.read()
     except OSError:
-        pass
+        text = ""
+    arm = arm_cpu_name(text)
+    if arm is not None:  # before "model name": 32-bit Arm kernels print a generic one ("ARMv7 Processor rev 4")
+        return arm
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return _field_value(line)
     return platform.processor() or platform.machine()
 
 
@@ -98,13 +151,15 @@ def environment(isa: str | None = None, threads: int | list[int] | None = None,
     except OSError:
         load = None
     flags: list[str] = []
-    extension = None
+    extension = int8_isa = None
     try:
         core = _native.core()
         flags = list(core.cpu_info().get("flags", []))
         # The commit names the sources; the build's file and time say whether the extension was rebuilt from them.
         built = datetime.datetime.fromtimestamp(os.path.getmtime(core.__file__), datetime.timezone.utc)
         extension = {"file": core.__file__, "built": built.isoformat(timespec="seconds")}
+        # The int8 product is a level of its own within a path: avx512_vnni, neon_dotprod or the scalar loop.
+        int8_isa = core.int8_isa(isa)
     except Exception:
         pass
     return {
@@ -114,6 +169,7 @@ def environment(isa: str | None = None, threads: int | list[int] | None = None,
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
         "isa": isa,
+        "int8_isa": int8_isa,
         "threads": threads,
         "commit": git_commit(),
         "extension": extension,
@@ -142,4 +198,5 @@ def machine_line(env: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["command_line", "cpu_brand", "environment", "git_commit", "machine_line", "package_versions"]
+__all__ = ["ARM_IMPLEMENTERS", "ARM_PARTS", "arm_cpu_name", "command_line", "cpu_brand", "environment", "git_commit",
+           "machine_line", "package_versions"]
