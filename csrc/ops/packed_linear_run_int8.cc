@@ -49,17 +49,21 @@ void PackedLinear::forward_int8(const KernelTable& kernels, ThreadPool& pool, co
   const bool has_act = act != Activation::kNone;
   for (int32_t t0 = 0; t0 < tiles; t0 += group) {
     const int32_t count = std::min(group, tiles - t0);
-    pool.parallel_for_static(count, [&](int i, int) {
+    const auto quantize_tile = [&](int32_t i) {
       const int32_t tile = t0 + i;
       kernels.quantize(cols_, x.tokens_in_tile(tile), x.tile(tile), kTileTokens, xq + i * tile_bytes,
                        kTileTokens, x_scale + i * kTileTokens, x_zero + i * kTileTokens);
-    });
-    // As in forward(): tiles cut into row pieces so that every thread gets the same share.
+    };
+    // As in forward(): tiles cut into row pieces so that every thread gets the same share. When a thread owns
+    // whole tiles it quantizes its own tile right before the product: no barrier between the two, and the
+    // quantized tile is still in that core's cache.
     const int chunks = std::max(1, std::min(threads / std::gcd(count, threads), rows_));
+    if (chunks > 1) pool.parallel_for_static(count, [&](int i, int) { quantize_tile(i); });
     const std::vector<int32_t> bounds = split_int8_rows(view.ptr, chunks);
     pool.parallel_for_static(count * chunks, [&](int task, int) {
       const int32_t i = task / chunks, chunk = task % chunks, tile = t0 + i;
       const int32_t r0 = bounds[chunk], r1 = bounds[chunk + 1], n = x.tokens_in_tile(tile);
+      if (chunks == 1) quantize_tile(i);
       if (r0 >= r1) return;
       Epilogue ep;
       ep.bias = bias_.data();
