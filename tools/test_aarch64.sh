@@ -57,6 +57,8 @@ for cpu in max cortex-a57; do
   expected_int8=$([ "$cpu" = max ] && echo neon_dotprod || echo scalar)
   grep -q "^kernel_oracle: neon (int8: $expected_int8)" <<< "$out" || {
     echo "tools/test_aarch64.sh: -cpu $cpu: the neon path's int8 product is not $expected_int8" >&2; exit 1; }
+  grep -q "^kernel_oracle: neon (.*own entries:.* quantize" <<< "$out" || {
+    echo "tools/test_aarch64.sh: -cpu $cpu: the neon path does not set its own quantizer" >&2; exit 1; }
   for isa in neon scalar; do
     run "qemu -cpu $cpu: SPARSEBERT_ISA=$isa" env SPARSEBERT_ISA=$isa "${qemu[@]}" "$oracle"
   done

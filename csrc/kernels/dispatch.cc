@@ -47,6 +47,7 @@ const Level kLevels[] = {
      [](KernelTable& t) {
        t.isa = "neon";
        add_simd_kernels<Isa::kNeon>(t);
+       add_int8_kernels<Isa::kNeon>(t);
      }},
     // The int8 dot product is optional before ARMv8.4 (Cortex-A57/A72 lack it): an extension within the neon path.
     {"neon", [](const CpuFeatures& f) { return f.can_run_neon() && f.asimddp; },
