@@ -10,7 +10,8 @@ from sparsebert import _core
 from sparsebert.kernels import pack
 from sparsebert.tuning import Tuning
 
-from conftest import ACTIVATIONS, AVAILABLE_ISAS, LAYOUTS, assert_kernel_close, kernel_tolerance, linear_ref
+from conftest import (ACTIVATIONS, AVAILABLE_ISAS, FOREIGN_ISA, LAYOUTS, assert_kernel_close, kernel_tolerance,
+                      linear_ref)
 
 # Sizes around the kernels' tile edges: 4 (blocks / F_pad), 16 (SIMD lanes), 64 (token tile).
 EDGE_SIZES = (1, 3, 15, 16, 17, 63, 64, 65, 130)
@@ -61,8 +62,8 @@ def test_available_isas_shape():
     isas = sparsebert.available_isas()
     assert isinstance(isas, list) and isas, isas
     assert isas[-1] == "scalar"
-    assert set(isas) <= {"avx512", "avx2", "neon", "scalar"}
-    order = ["avx512", "avx2", "neon", "scalar"]
+    order = ["avx512", "avx2", "neon_dotprod", "neon", "scalar"]
+    assert set(isas) <= set(order)
     assert isas == [i for i in order if i in isas], f"not best-first: {isas}"
     assert len(set(isas)) == len(isas)
     assert sparsebert.default_isa() == isas[0]
@@ -80,6 +81,7 @@ def test_isa_detection_matches_cpuinfo():
     isas = sparsebert.available_isas()
     if flags[0] == "Features":
         assert ("neon" in isas) == ("asimd" in flags)
+        assert ("neon_dotprod" in isas) == ("asimd" in flags and "asimddp" in flags)
         assert ("asimddp" in _core.cpu_info()["flags"]) == ("asimddp" in flags)
         return
     assert ("avx2" in isas) == ("avx2" in flags and "fma" in flags)
@@ -110,6 +112,8 @@ def test_cpu_info():
         assert {"avx2", "fma"} <= flags
     if "avx512" in sparsebert.available_isas():
         assert "avx512f" in flags
+    if "neon_dotprod" in sparsebert.available_isas():
+        assert {"neon", "asimddp"} <= flags
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -450,8 +454,8 @@ def test_matmul_bad_activation_and_isa(packed):
     x = np.zeros((10, 4), np.float32)
     with pytest.raises(ValueError, match="swish"):
         packed.matmul(x, activation="swish")
-    with pytest.raises(ValueError, match="neon"):
-        packed.matmul(x, isa="neon")
+    with pytest.raises(ValueError, match=FOREIGN_ISA):
+        packed.matmul(x, isa=FOREIGN_ISA)
 
 
 # ------------------------------------------------------------------------------------------------------------
