@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("SPARSEBERT_ISA", None)
 
 import math
+import platform
 import shutil
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def _available_isas() -> list[str]:
 
 
 AVAILABLE_ISAS = _available_isas()
+#: An ISA of the other architecture: never runnable here, so asking for it must be a ValueError naming it.
+FOREIGN_ISA = "avx2" if platform.machine().lower() in ("aarch64", "arm64") else "neon"
 LAYOUTS = ("dense", "unstructured", "block4")
 ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu", "tanh")
 

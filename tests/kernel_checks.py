@@ -22,7 +22,7 @@ ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu", "tanh")
 #: Token counts just around the vector (8 / 16 lanes) and tile (32 / 64 tokens) edges.
 PARTIAL_TOKENS = (7, 15, 17, 63, 65, 130)
 #: fp32 lanes of one vector register: what fma_peak counts per FMA instruction.
-LANES = {"scalar": 1, "neon": 4, "avx2": 8, "avx512": 16}
+LANES = {"scalar": 1, "neon": 4, "neon_dotprod": 4, "avx2": 8, "avx512": 16}
 #: Relative error of the kernels' exp: the SIMD vexp is Cephes' expf polynomial, ~2 ulp on [-87, 88]
 #: (csrc/kernels/simd/vmath.inl), and 2 ulp are at most 4 u relative; std::exp is within 1 ulp.
 EXP_REL = 4 * U

@@ -10,6 +10,8 @@ import pytest
 
 from sparsebert import ModelFormatError, SparseEngine
 
+from conftest import FOREIGN_ISA
+
 # small_model: vocab 97, max_position_embeddings 80, type_vocab_size 2.
 VOCAB, MAX_POS, TYPE_VOCAB = 97, 80, 2
 
@@ -271,7 +273,7 @@ def test_load_checkpoint_dir_instead_of_file(tmp_path, minilm_dir):
         SparseEngine.load(minilm_dir / "model.safetensors")
 
 
-@pytest.mark.parametrize("isa", ["sse9", "AVX2", "", "neon"])
+@pytest.mark.parametrize("isa", ["sse9", "AVX2", "", FOREIGN_ISA])
 def test_load_bad_isa(small_model, isa):
     with pytest.raises(ValueError) as info:
         SparseEngine.load(small_model.path, isa=isa)

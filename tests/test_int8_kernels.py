@@ -342,3 +342,8 @@ def test_int8_isa_names():
     if "avx512" in names:
         flags = _core.cpu_info()["flags"]
         assert names["avx512"] == ("avx512_vnni" if "avx512_vnni" in flags else "avx2")
+    # aarch64: the dot product is a path of its own; plain neon keeps the scalar product (its quantizer is NEON).
+    if "neon" in names:
+        assert names["neon"] == "scalar"
+    if "neon_dotprod" in names:
+        assert names["neon_dotprod"] == "neon_dotprod"

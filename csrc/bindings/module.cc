@@ -31,7 +31,7 @@ void register_system(py::module_& m) {
       "int8_isa", [](const py::object& isa) { return std::string(table_for(isa).int8_isa); },
       py::arg("isa") = py::none(),
       "The instructions the int8 kernel of an ISA path uses: avx512_vnni, avx2 (an AVX-512 CPU without VNNI "
-      "too), neon_dotprod (an aarch64 CPU with the dot product) or scalar.");
+      "too), neon_dotprod (the neon_dotprod path) or scalar (the neon path too).");
   m.attr("TILE_TOKENS") = kTileTokens;
   // True in the AddressSanitizer build (CMake SPARSEBERT_SANITIZE, .ci/sanitizers): tests that measure
   // memory skip there, since the sanitizer's shadow memory and quarantine are not the engine's.

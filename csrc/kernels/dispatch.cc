@@ -47,10 +47,16 @@ const Level kLevels[] = {
      [](KernelTable& t) {
        t.isa = "neon";
        add_simd_kernels<Isa::kNeon>(t);
+       add_int8_kernels<Isa::kNeon>(t);
      }},
-    // The int8 dot product is optional before ARMv8.4 (Cortex-A57/A72 lack it): an extension within the neon path.
-    {"neon", [](const CpuFeatures& f) { return f.can_run_neon() && f.asimddp; },
-     [](KernelTable& t) { add_int8_kernels<Isa::kNeonDotprod>(t); }},
+    // The int8 dot product is optional before ARMv8.4 (Cortex-A57/A72 lack it): a path of its own above neon (as
+    // avx512 is above avx2), so SPARSEBERT_ISA=neon_dotprod names it and SPARSEBERT_ISA=neon runs the plain NEON
+    // path, the one such CPUs get, on any aarch64 CPU. Its fp32 kernels are neon's.
+    {"neon_dotprod", [](const CpuFeatures& f) { return f.can_run_neon() && f.asimddp; },
+     [](KernelTable& t) {
+       t.isa = "neon_dotprod";
+       add_int8_kernels<Isa::kNeonDotprod>(t);
+     }},
 };
 #define SPARSEBERT_HAS_LEVELS 1
 #endif  // other architectures have no SIMD path yet: scalar only

@@ -133,7 +133,7 @@ struct KernelTable {
 #define SPARSEBERT_KERNEL_FIELD(type, name) type name = nullptr;
   SPARSEBERT_KERNELS(SPARSEBERT_KERNEL_FIELD)
 #undef SPARSEBERT_KERNEL_FIELD
-  const char* int8_isa = "scalar";  // the instructions spmm_block4_i8 uses: "avx512_vnni", "avx2" or "scalar"
+  const char* int8_isa = "scalar";  // spmm_block4_i8's instructions: "avx512_vnni", "avx2", "neon_dotprod", "scalar"
   bool int8_bounded_pairs = false;  // spmm_block4_i8 needs blocks with bounded byte pairs (see SpmmI8Fn)
 };
 

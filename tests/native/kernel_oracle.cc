@@ -51,9 +51,15 @@ int main() {
     check_layer_norm(rep, kt, ref, rng);
     check_softmax(rep, kt, ref, rng);
     check_int8(rep, kt, ref, rng);
+    check_quantize_specials(rep, kt, ref);
     check_fma_peak(rep, kt);
-    std::printf("kernel_oracle: %s (int8: %s): %ld checks, %ld mismatches\n", isa.c_str(), kt.int8_isa,
-                rep.checks - before, rep.failures - failed);
+    // The entries this path does not inherit from the scalar table, so a script can check a kernel is wired in.
+    std::string own;
+#define SPARSEBERT_ORACLE_OWN(type, name) if (kt.name != ref.name) own += " " #name;
+    SPARSEBERT_KERNELS(SPARSEBERT_ORACLE_OWN)
+#undef SPARSEBERT_ORACLE_OWN
+    std::printf("kernel_oracle: %s (int8: %s): %ld checks, %ld mismatches; own entries:%s\n", isa.c_str(),
+                kt.int8_isa, rep.checks - before, rep.failures - failed, own.empty() ? " none" : own.c_str());
   }
   if (rep.failures) {
     std::fprintf(stderr, "kernel_oracle: FAILED, %ld mismatches\n", rep.failures);

@@ -107,8 +107,8 @@ inline bool same_bits(Report& rep, const std::string& what, const void* got, con
   return rep.fail(what, "differs bitwise from the scalar kernel");
 }
 
-// The cases, one function per kernel family (oracle_linear.cc, oracle_norm_int8.cc): each runs the ISA table kt
-// and the scalar table on the same inputs and records its checks in rep.
+// The cases, one function per kernel family (oracle_linear.cc, oracle_norm_int8.cc, oracle_quantize.cc): each
+// runs the ISA table kt and the scalar table on the same inputs and records its checks in rep.
 void check_spmm(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, int width,
                 Rng& rng);
 void check_finish_rows(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
@@ -117,6 +117,8 @@ void check_gemm(Report& rep, const sparsebert::KernelTable& kt, const sparsebert
 void check_layer_norm(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
 void check_softmax(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
 void check_int8(Report& rep, const sparsebert::KernelTable& kt, const sparsebert::KernelTable& ref, Rng& rng);
+void check_quantize_specials(Report& rep, const sparsebert::KernelTable& kt,
+                             const sparsebert::KernelTable& ref);
 void check_fma_peak(Report& rep, const sparsebert::KernelTable& kt);
 
 }  // namespace oracle

@@ -105,7 +105,7 @@ void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const
 }  // namespace
 
 // An extension of the neon level, applied only where the CPU reports the dot product (HWCAP asimddp,
-// hw.optional.arm.FEAT_DotProd): it replaces the scalar int8 product. Quantization stays scalar.
+// hw.optional.arm.FEAT_DotProd): it replaces the scalar int8 product; the quantizer is the neon level's.
 template <>
 void add_int8_kernels<Isa::kNeonDotprod>(KernelTable& table) {
   table.spmm_block4_i8 = spmm_block4_i8;
