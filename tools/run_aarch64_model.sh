@@ -11,8 +11,9 @@
 #   4. aarch64 under qemu-aarch64, on every path: -cpu max (neon_dotprod; neon and scalar forced with
 #      SPARSEBERT_ISA), -cpu cortex-a57 (no dot product: neon; scalar forced; neon_dotprod must be refused);
 #   5. the Python kernel and ISA tests under qemu on both CPU models;
-#   6. tools/aarch64_model.py compare: fp32 within 1e-4 of x86, every int8 linear bitwise x86's, runs on the
-#      same fp32 kernels bitwise equal; the table goes to build/aarch64-model/report.md.
+#   6. tools/aarch64_model.py compare: the NEON paths bitwise the x86 SIMD paths on every model, the scalar path
+#      within 1e-4 (fp32) and int8's own error, every int8 linear bitwise x86's, runs on the same fp32 kernels
+#      bitwise equal; the table goes to build/aarch64-model/report.md.
 # Fails on any mismatch.
 set -euo pipefail
 cd "$(dirname "$0")/.."

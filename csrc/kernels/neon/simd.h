@@ -23,13 +23,6 @@ struct Simd {
   static V sub(V a, V b) { return vsubq_f32(a, b); }
   static V mul(V a, V b) { return vmulq_f32(a, b); }
   static V div(V a, V b) { return vdivq_f32(a, b); }
-  // 1 / a to ~2 ulp, as on x86: the estimate has only ~8 bits (x86's has 12), so two Newton steps; vrecpsq_f32
-  // computes 2 - a r fused.
-  static V rcp(V a) {
-    V r = vrecpeq_f32(a);
-    r = vmulq_f32(r, vrecpsq_f32(a, r));
-    return vmulq_f32(r, vrecpsq_f32(a, r));
-  }
   static V fmadd(V a, V b, V c) { return vfmaq_f32(c, a, b); }
   static V fnmadd(V a, V b, V c) { return vfmsq_f32(c, a, b); }
   static V max(V a, V b) { return vmaxq_f32(a, b); }
