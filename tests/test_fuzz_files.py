@@ -1,7 +1,8 @@
 """Hostile model files: thousands of mutants of a valid file (truncations, bit flips, grown and shrunk headers,
 header bytes behind a stale or a recomputed header CRC, out-of-range indices and row pointers
 with valid checksums), each loaded in a subprocess run (a crash fails
-the test). SPARSEBERT_FUZZ_CASES sets the count: 1,000 by default (CI), 10,000 or more for a slow run."""
+the test); the valid files are one with fp32 and one with fp16 embedding tables. SPARSEBERT_FUZZ_CASES sets the
+count per file: 1,000 by default (CI), 10,000 or more for a slow run."""
 
 from __future__ import annotations
 
@@ -10,15 +11,26 @@ from pathlib import Path
 
 import pytest
 
+import sparsebert
+
 from conftest import run_worker
 
 WORKER = Path(__file__).with_name("fuzz_files_worker.py")
 
 
+@pytest.fixture(scope="module")
+def fp16_tables(small_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "fp16.sbert"
+    sparsebert.export(small_model.model, path, verbose=False, compact=False, embeddings="fp16")
+    return path
+
+
 @pytest.mark.slow
-def test_mutated_files_load_correctly_or_raise(small_model):
+@pytest.mark.parametrize("tables", ["fp32", "fp16"])
+def test_mutated_files_load_correctly_or_raise(tables, small_model, request):
     cases = int(os.environ.get("SPARSEBERT_FUZZ_CASES", "1000"))
-    summary = run_worker(WORKER, small_model.path, cases, 1234)
+    path = small_model.path if tables == "fp32" else request.getfixturevalue("fp16_tables")
+    summary = run_worker(WORKER, path, cases, 1234)
     assert summary["cases"] == cases
     assert not summary["unexpected"], summary["unexpected"]
     counts = summary["counts"]

@@ -1,6 +1,7 @@
 """Bounded working memory: a call runs in chunks of at most max_batch_tokens tokens (whole sequences), so its
 memory beyond the returned arrays does not grow with the batch; the scratch of a large call is freed when it ends;
-int8 needs no more working memory per token than fp32. Measured in processes of their own (memory_worker.py)."""
+int8 needs no more working memory per token than fp32; a model with fp16 embedding tables keeps them once, in
+fp32. Measured in processes of their own (memory_worker.py)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ MIB = 2**20
 not_under_asan = pytest.mark.skipif(_core.SANITIZED, reason="RSS is the sanitizer's under ASan")
 
 
-def minilm_shaped(tmp_path_factory, quantize=None):
+def minilm_shaped(tmp_path_factory, quantize=None, embeddings="fp32"):
     """A random model of all-MiniLM-L6-v2's shape (6 layers, hidden 384, FFN 1536, 512 positions), 90% 4-block."""
     model = make_model("base", seed=8, num_hidden_layers=6, hidden_size=384, num_attention_heads=12,
                        intermediate_size=1536, vocab_size=30522, max_position_embeddings=512)
     apply_plan_(model, "block4")
-    path = tmp_path_factory.mktemp("memory") / f"minilm-{quantize or 'fp32'}.sbert"
-    sparsebert.export(model, path, verbose=False, quantize=quantize)
+    path = tmp_path_factory.mktemp("memory") / f"minilm-{quantize or 'fp32'}-{embeddings}.sbert"
+    sparsebert.export(model, path, verbose=False, quantize=quantize, embeddings=embeddings)
     return path
 
 
@@ -37,6 +38,20 @@ def fp32_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory):
     return minilm_shaped(tmp_path_factory, "int8")
+
+
+@not_under_asan
+@pytest.mark.slow
+def test_a_loaded_fp16_tables_model_keeps_one_fp32_copy_of_them(fp32_model, tmp_path_factory):
+    fp16_model = minilm_shaped(tmp_path_factory, embeddings="fp16")
+    fp32, fp16 = (run_worker(WORKER, "loading", path) for path in (fp32_model, fp16_model))
+    # Once loaded, the engine holds the tables in fp32 as from an fp32 file: neither the file's float16 bytes nor
+    # the widened arrays stay behind.
+    assert abs(fp16["kept_bytes"] - fp32["kept_bytes"]) < 4 * MIB, (fp32, fp16)
+    # While loading, the widened tables replace the mapped float32 ones: at most their float16 bytes more
+    # ((30522 + 512 + 2) x 384 x 2 bytes), not a second widened copy.
+    tables_fp16 = (30522 + 512 + 2) * 384 * 2
+    assert fp16["peak_bytes"] < fp32["peak_bytes"] + tables_fp16 + 8 * MIB, (fp32, fp16)
 
 
 @pytest.mark.parametrize("max_batch_tokens", [1, 64, 100, 4096])

@@ -65,7 +65,9 @@ def _check_isa(isa: Any) -> str:
 
 
 def _build_tensors(model: PackedModel, spec: Mapping[str, Any], tuning: Tuning) -> dict[str, Any]:
-    tensors: dict[str, Any] = {name: model.tensors[name] for name in spec["arrays"]}
+    # float16 embedding tables arrive widened; the C++ builder copies every array, so the widened ones go when
+    # load() returns.
+    tensors: dict[str, Any] = {name: model.float32_array(name) for name in spec["arrays"]}
     for name in spec["linears"]:
         meta = model.linears[name]
         own = model.linear_arrays(name)

@@ -6,6 +6,7 @@ import argparse
 
 from .cli_args import fraction
 from .convert import export
+from .convert.exporter import EMBEDDINGS_CHOICES
 from .convert.packing import DENSE_BELOW
 from .format.layouts import LAYOUTS
 
@@ -24,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8: encoder layers as int8 4-blocks (one scale per output channel), run with VNNI; the "
                         "pooler and heads stay fp32")
+    p.add_argument("--embeddings", choices=EMBEDDINGS_CHOICES, default="fp32",
+                   help="fp16: store the word, position and token type embedding tables in float16 (half their "
+                        "bytes, most of a pruned small model's file; widened to fp32 at load)")
     p.add_argument("--tokenizer", default=None, metavar="PATH",
                    help="tokenizer.json, or a directory holding one (or a slow tokenizer's vocab.txt), carried into "
                         "OUT for the pipelines (default: SRC's own tokenizer, if any)")
@@ -42,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--calibration needs --quantize int8")
     export(args.src, args.out, layout=args.layout, dense_below=args.dense_below, compact=args.compact,
            quantize=args.quantize, calibration=args.calibration, tokenizer=args.tokenizer, config=args.config,
-           head=args.head, verbose=True)
+           head=args.head, embeddings=args.embeddings, verbose=True)
     return 0

@@ -16,6 +16,7 @@ SPELLINGS = {
     "onnx_config": ("pass export(..., config=) with the transformers config (a dict or a config.json path)",
                     "pass --config with the transformers config.json"),
     "quantize_int8": ("quantize='int8'", "--quantize int8"),
+    "embeddings_fp32": ("embeddings='fp32'", "--embeddings fp32"),
     "config": ("config=", "--config"),
 }
 

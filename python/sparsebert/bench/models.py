@@ -242,7 +242,7 @@ def hf_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
     def put(hf_name: str, weight: np.ndarray, bias: np.ndarray) -> None:
         state[f"{hf_name}.weight"], state[f"{hf_name}.bias"] = weight, bias
 
-    state = {hf: t[ours] for ours, hf in _EMBEDDINGS.items()}
+    state = {hf: model.float32_array(ours) for ours, hf in _EMBEDDINGS.items()}
     if family == "distilbert":
         state.pop(_EMBEDDINGS["embeddings.token_type_embeddings"])  # the exporter's all-zero stand-in
     for i in range(n_layers):

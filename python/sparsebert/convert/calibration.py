@@ -1,6 +1,8 @@
 """How far an int8 export is from its fp32 twin: both are written to temporary files beside the destination,
 loaded, and run on the same calibration inputs (texts from a file, tokenized with the model's tokenizer, or
-random tokens); the agreement goes into the file's producer entry and the export report.
+random tokens); the agreement goes into the file's producer entry and the export report. The twin differs from
+the int8 model in its linears only: it stores the embedding tables as the int8 file does (float16 with
+``embeddings="fp16"``), so the agreement measures the int8 layers alone (the exporter makes both packings).
 
 Only the runtime's public API is used (``SparseEngine``, ``pipeline`` and ``Pipeline.tokenize``), so the inputs
 are tokenized exactly as a user's pipeline would tokenize them."""

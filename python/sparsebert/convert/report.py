@@ -7,9 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..format.spec import HALF_TABLES, dtype_name
 from ..spelling import option
 
 _F32 = 4
+_PRECISION = {"float32": "fp32", "float16": "fp16"}  # the on-disk dtypes of the embedding tables, as reports say them
 
 
 @dataclass(frozen=True)
@@ -76,19 +78,22 @@ class ExportReport:
     path: str | None = None
     file_bytes: int | None = None
     notes: str | None = None  # lines after the table: heads and neurons removed, what could not be carried over
-    other_bytes: int | None = None  # the tensors stored as they are (embeddings, LayerNorms): fp32 in both
+    other_bytes: int | None = None  # the tensors no linear owns (embeddings, LayerNorms), counted in fp32
+    embeddings: tuple[str, int] | None = None  # the embedding tables' precision and bytes as stored
 
     @classmethod
     def from_linears(cls, linears: Mapping[str, Mapping[str, Any]], path: str | None = None,
-                     file_bytes: int | None = None, other_bytes: int | None = None) -> ExportReport:
+                     file_bytes: int | None = None, other_bytes: int | None = None,
+                     embeddings: tuple[str, int] | None = None) -> ExportReport:
         return cls([LinearRow.from_meta(n, m) for n, m in linears.items()], path, file_bytes,
-                   other_bytes=other_bytes)
+                   other_bytes=other_bytes, embeddings=embeddings)
 
     @classmethod
     def from_file(cls, path: str, linears: Mapping[str, Mapping[str, Any]], tensors: Mapping[str, Any],
                   file_bytes: int) -> ExportReport:
         """The report of a packed file: its linears' header entries, its tensors (arrays by name) and its size."""
-        return cls.from_linears(linears, path, file_bytes, other_bytes=unpacked_bytes(linears, tensors))
+        return cls.from_linears(linears, path, file_bytes, other_bytes=unpacked_bytes(linears, tensors),
+                                embeddings=embedding_storage(tensors))
 
     def linears_meta(self) -> dict[str, dict[str, Any]]:
         return {row.name: row.to_meta() for row in self.rows}
@@ -149,22 +154,33 @@ class ExportReport:
         return None if self.other_bytes is None else self.dense_bytes + self.other_bytes
 
     def summary(self) -> str:
-        """The whole model's size against dense fp32 (first line, when known), the linear layers' alone, the file."""
-        layouts = ", ".join(f"{n} {k}" for k, n in self.layout_counts().items())
-        linear = (f"linear layers ({layouts}): {format_bytes(self.packed_bytes)} packed vs "
-                  f"{format_bytes(self.dense_bytes)} dense fp32 ({_ratio(self.dense_bytes, self.packed_bytes)})")
-        lines = [linear]
+        """The whole model's size against dense fp32 (first line, when known), the embedding tables' precision and
+        bytes, the linear layers' size alone, the file."""
+        lines = []
         dense_model = self.dense_model_bytes
         if dense_model is not None:
-            # The file when there is one (header and tokenizer included), else the tensors it would hold.
+            # The file when there is one (header and tokenizer included), else the tensors it would hold (those no
+            # linear owns counted in fp32).
             size = self.file_bytes if self.file_bytes is not None else self.packed_bytes + self.other_bytes
             what = "file" if self.file_bytes is not None else "packed"
-            lines.insert(0, f"whole model: {format_bytes(size)} {what} vs {format_bytes(dense_model)} dense fp32, "
-                            f"embeddings included ({_ratio(dense_model, size)})")
+            lines.append(f"whole model: {format_bytes(size)} {what} vs {format_bytes(dense_model)} dense fp32, "
+                         f"embeddings included ({_ratio(dense_model, size)})")
+        if self.embeddings is not None:
+            lines.append(self._embeddings_line())
+        layouts = ", ".join(f"{n} {k}" for k, n in self.layout_counts().items())
+        lines.append(f"linear layers ({layouts}): {format_bytes(self.packed_bytes)} packed vs "
+                     f"{format_bytes(self.dense_bytes)} dense fp32 ({_ratio(self.dense_bytes, self.packed_bytes)})")
         if self.path is not None:
             size_text = f" ({format_bytes(self.file_bytes)})" if self.file_bytes is not None else ""
             lines.append(f"file: {self.path}{size_text}")
         return "\n".join(lines)
+
+    def _embeddings_line(self) -> str:
+        precision, nbytes = self.embeddings
+        widened = ", widened to fp32 at load" if "fp16" in precision else ""
+        share = f", {nbytes / self.file_bytes:.0%} of the file" if self.file_bytes else ""
+        return (f"embeddings: {precision}{widened} (word, position and token type tables: {format_bytes(nbytes)}"
+                f"{share})")
 
     def __str__(self) -> str:
         text = self.table() + "\n" + self.summary()
@@ -172,9 +188,18 @@ class ExportReport:
 
 
 def unpacked_bytes(linears: Iterable[str], tensors: Mapping[str, Any]) -> int:
-    """The bytes of the tensors that belong to no packed linear (embeddings, LayerNorms), stored as they are."""
+    """The bytes of the tensors that belong to no packed linear (embeddings, LayerNorms) in fp32, the dense model's
+    precision, whatever the file stores them in."""
     linears = set(linears)
-    return sum(int(array.nbytes) for name, array in tensors.items() if name.rsplit(".", 1)[0] not in linears)
+    return sum(_F32 * int(array.size) for name, array in tensors.items() if name.rsplit(".", 1)[0] not in linears)
+
+
+def embedding_storage(tensors: Mapping[str, Any]) -> tuple[str, int]:
+    """The precision the embedding tables are stored in ("fp32", "fp16", or both named when they differ) and
+    their bytes as stored."""
+    tables = [tensors[name] for name in HALF_TABLES]
+    precisions = sorted({_PRECISION[dtype_name(t.dtype)] for t in tables})
+    return " and ".join(precisions), sum(int(t.nbytes) for t in tables)
 
 
 def _ratio(dense: int, packed: int) -> str:

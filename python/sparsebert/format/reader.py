@@ -38,6 +38,13 @@ class PackedModel:
     def producer(self) -> dict[str, Any]:
         return self.header["producer"]
 
+    def float32_array(self, name: str) -> np.ndarray:
+        """A plain array (an embedding table, a LayerNorm weight) as the engine takes it: float32. A float16 table
+        is widened (exactly: float32 holds every float16 value) into a new array, made on each call so that it lives
+        only as long as the caller keeps it, while ``tensors`` keeps the file's bytes as they are."""
+        array = self.tensors[name]
+        return array.astype(np.float32) if array.dtype == spec.DTYPES["float16"] else array
+
     def linear_arrays(self, name: str) -> dict[str, np.ndarray]:
         """The stored arrays of one packed linear, keyed by suffix (``weight``, ``row_ptr``, ..., ``bias``)."""
         layout = self.linears[name]["layout"]
@@ -151,6 +158,10 @@ def _decode(mm: mmap.mmap, size: int, path: str, verify_crc: bool) -> PackedMode
     _check_header_crc(mm, format_version, raw_header)
     header = _parse_header(raw_header)
     spec.validate_header(header)
+    needed = spec.layout_revision(header["tensors"])
+    if layout_revision < needed:
+        raise ModelFormatError(f"file stores float16 tensors, which need layout_revision {needed}, but has "
+                               f"layout_revision {layout_revision}")
 
     start = spec.data_start(header_nbytes, format_version)
     expected = start + header["data_nbytes"]

@@ -86,7 +86,9 @@ def write_model(
     except ValueError as exc:  # ModelFormatError from validate_header is a ValueError too
         raise ValueError(f"refusing to write {path}: {exc}") from None
 
-    preamble = spec.PREAMBLE.pack(spec.MAGIC, spec.FORMAT_VERSION, spec.LAYOUT_REVISION, len(header_bytes))
+    # The oldest revision that knows every stored dtype, so that older readers read what they can.
+    revision = spec.layout_revision(entries)
+    preamble = spec.PREAMBLE.pack(spec.MAGIC, spec.FORMAT_VERSION, revision, len(header_bytes))
     check = spec.HEADER_CHECK.pack(spec.header_crc32(preamble, header_bytes), 0)
     header_pad = spec.data_start(len(header_bytes)) - spec.header_offset() - len(header_bytes)
     _write_atomically(path, preamble + check + header_bytes + bytes(header_pad), arrays, entries)
