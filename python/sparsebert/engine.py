@@ -103,7 +103,7 @@ class SparseEngine:
         num_threads defaults to the CPUs this process may run on; isa defaults to
         ``default_isa()`` (the best available, or ``SPARSEBERT_ISA``); tuning to
         ``Tuning.from_environment()`` (speed only: results are the same). ``max_batch_tokens``
-        (default ``_core.DEFAULT_MAX_BATCH_TOKENS``, 4096) bounds the working memory: a larger
+        (default ``_core.DEFAULT_MAX_BATCH_TOKENS``, 2048) bounds the working memory: a larger
         call runs in chunks of whole sequences of at most that many tokens (same results).
         """
         num_threads = _check_threads(num_threads)
