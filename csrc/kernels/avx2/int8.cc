@@ -127,6 +127,7 @@ void rows_chunk(const Int8View& w, int32_t rb, int32_t re, const uint8_t* xq, in
   }
 }
 
+// Spelled out rather than through with_count (compile_time_count.h): behind a lambda this kernel ran 2-3% slower.
 template <int NU>
 void run_rows(const Int8View& w, int32_t rb, int32_t re, const uint8_t* xq, int64_t ldq, const float* x_scale,
               const int32_t* x_zero, float* y, int64_t ldy, const Epilogue& ep, int units) {

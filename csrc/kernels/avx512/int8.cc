@@ -3,6 +3,7 @@
 // running min and max is a dependency chain, and four of them in flight hide the latency.
 #include <immintrin.h>
 
+#include "kernels/compile_time_count.h"
 #include "kernels/isa.h"
 
 namespace sparsebert {
@@ -63,12 +64,9 @@ void quantize(int32_t k, int32_t n, const float* x, int64_t ldx, uint8_t* xq, in
     const int32_t vectors = (n - t0 + 15) / 16;
     const float* xt = x + t0;
     uint8_t* qt = xq + t0 * 4;
-    switch (vectors) {
-      case 1: quantize_vectors<1>(k, xt, ldx, qt, ldq, scale + t0, zero + t0); break;
-      case 2: quantize_vectors<2>(k, xt, ldx, qt, ldq, scale + t0, zero + t0); break;
-      case 3: quantize_vectors<3>(k, xt, ldx, qt, ldq, scale + t0, zero + t0); break;
-      default: quantize_vectors<4>(k, xt, ldx, qt, ldq, scale + t0, zero + t0); break;
-    }
+    with_count<4>(vectors, [&](auto nv) {
+      quantize_vectors<decltype(nv)::value>(k, xt, ldx, qt, ldq, scale + t0, zero + t0);
+    });
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "kernels/compile_time_count.h"
 #include "kernels/isa.h"
 
 namespace sparsebert {
@@ -88,12 +89,9 @@ void spmm_strided(const Int8View& w, int32_t row_begin, int32_t row_end, const u
     float* yt = y + t0;
     Epilogue e = ep;
     if (ep.residual) e.residual = ep.residual + t0;
-    switch (nv) {
-      case 1: rows_chunk<1, LD>(w, row_begin, row_end, q, ldq, x_scale + t0, x_zero + t0, yt, ldy, e); break;
-      case 2: rows_chunk<2, LD>(w, row_begin, row_end, q, ldq, x_scale + t0, x_zero + t0, yt, ldy, e); break;
-      case 3: rows_chunk<3, LD>(w, row_begin, row_end, q, ldq, x_scale + t0, x_zero + t0, yt, ldy, e); break;
-      default: rows_chunk<4, LD>(w, row_begin, row_end, q, ldq, x_scale + t0, x_zero + t0, yt, ldy, e); break;
-    }
+    with_count<4>(nv, [&](auto vecs) {
+      rows_chunk<decltype(vecs)::value, LD>(w, row_begin, row_end, q, ldq, x_scale + t0, x_zero + t0, yt, ldy, e);
+    });
   }
 }
 

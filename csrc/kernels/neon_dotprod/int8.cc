@@ -6,6 +6,7 @@
 // Two rows at a time, 8 vectors (32 tokens) each: 16 sums, 8 activation vectors and 2 weights of the 32 registers.
 #include <arm_neon.h>
 
+#include "kernels/compile_time_count.h"
 #include "kernels/isa.h"
 
 namespace sparsebert {
@@ -80,16 +81,6 @@ void rows_chunk(const Int8View& w, int32_t rb, int32_t re, const uint8_t* xq, in
   }
 }
 
-// Picks the instantiation for a (possibly short, last) chunk of nv vectors.
-template <int NV = kVecs>
-inline void chunk_nv(int nv, const Int8View& w, int32_t rb, int32_t re, const uint8_t* xq, int64_t ldq,
-                     const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, const Epilogue& ep) {
-  if constexpr (NV > 1) {
-    if (nv < NV) return chunk_nv<NV - 1>(nv, w, rb, re, xq, ldq, x_scale, x_zero, y, ldy, ep);
-  }
-  rows_chunk<NV>(w, rb, re, xq, ldq, x_scale, x_zero, y, ldy, ep);
-}
-
 void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const uint8_t* xq, int64_t ldq,
                     const float* x_scale, const int32_t* x_zero, float* y, int64_t ldy, int32_t n,
                     const Epilogue& ep) {
@@ -98,7 +89,10 @@ void spmm_block4_i8(const Int8View& w, int32_t row_begin, int32_t row_end, const
     const int nv = n - t0 >= kChunk ? kVecs : (n - t0 + 3) / 4;
     Epilogue e = ep;
     if (ep.residual) e.residual = ep.residual + t0;
-    chunk_nv(nv, w, row_begin, row_end, xq + t0 * 4, ldq, x_scale + t0, x_zero + t0, y + t0, ldy, e);
+    with_count<kVecs>(nv, [&](auto vecs) {
+      rows_chunk<decltype(vecs)::value>(w, row_begin, row_end, xq + t0 * 4, ldq, x_scale + t0, x_zero + t0, y + t0,
+                                        ldy, e);
+    });
   }
 }
 

@@ -36,24 +36,6 @@ inline void gemm_tile(int32_t k, const float* w, int64_t ldw, const float* x, in
   }
 }
 
-template <class S, bool WT, int R, int NV = S::kGemmVecs>
-inline void gemm_tile_nv(int nv, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
-                         int64_t ldy, int32_t row0, int32_t c0, const Epilogue& ep) {
-  if constexpr (NV > 1) {
-    if (nv < NV) return gemm_tile_nv<S, WT, R, NV - 1>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
-  }
-  gemm_tile<S, WT, R, NV>(k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
-}
-
-template <class S, bool WT, int R = S::kGemmRows>
-inline void gemm_tile_rv(int rows, int nv, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx,
-                         float* y, int64_t ldy, int32_t row0, int32_t c0, const Epilogue& ep) {
-  if constexpr (R > 1) {
-    if (rows < R) return gemm_tile_rv<S, WT, R - 1>(rows, nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
-  }
-  gemm_tile_nv<S, WT, R>(nv, k, w, ldw, x, ldx, y, ldy, row0, c0, ep);
-}
-
 template <class S, bool WT>
 inline void gemm_impl(int32_t m, int32_t n, int32_t k, const float* w, int64_t ldw, const float* x, int64_t ldx,
                  float* y, int64_t ldy, const Epilogue& ep) {
@@ -64,7 +46,12 @@ inline void gemm_impl(int32_t m, int32_t n, int32_t k, const float* w, int64_t l
     const int nv = rest >= kChunk ? S::kGemmVecs : (rest + S::kLanes - 1) / S::kLanes;
     for (int32_t i = 0; i < m; i += S::kGemmRows) {
       const int rows = (m - i) < S::kGemmRows ? (m - i) : S::kGemmRows;
-      gemm_tile_rv<S, WT>(rows, nv, k, WT ? w + i : w + i * ldw, ldw, x, ldx, y, ldy, i, c0, ep);
+      const float* wi = WT ? w + i : w + i * ldw;
+      with_count<S::kGemmRows>(rows, [&](auto r) {
+        with_count<S::kGemmVecs>(nv, [&](auto vecs) {
+          gemm_tile<S, WT, decltype(r)::value, decltype(vecs)::value>(k, wi, ldw, x, ldx, y, ldy, i, c0, ep);
+        });
+      });
     }
   }
 }

@@ -5,8 +5,7 @@
 // helper compiled for one ISA can never be linked into another ISA's code.
 #include SPARSEBERT_SIMD_HEADER
 
-#include <type_traits>
-
+#include "kernels/compile_time_count.h"
 #include "kernels/isa.h"
 
 namespace sparsebert {

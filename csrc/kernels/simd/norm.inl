@@ -60,15 +60,6 @@ inline void softmax_chunk(int32_t m, float* s, int64_t lds, float scale, const u
   }
 }
 
-// Runs Chunk<NV> over all columns of a token-vector matrix, NV = S::kNormVecs except for a shorter last chunk.
-template <class S, int NV = S::kNormVecs, class F>
-inline void for_column_chunk(int nv, F&& f) {
-  if constexpr (NV > 1) {
-    if (nv < NV) return for_column_chunk<S, NV - 1>(nv, f);
-  }
-  f(std::integral_constant<int, NV>{});
-}
-
 template <class S>
 inline void layer_norm_impl(int32_t features, int32_t n, const float* x, int64_t ldx, float* y, int64_t ldy,
                        const float* gamma, const float* beta, float eps) {
@@ -76,7 +67,7 @@ inline void layer_norm_impl(int32_t features, int32_t n, const float* x, int64_t
   for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
     const int32_t rest = n - c0;
     const int nv = rest >= kChunk ? S::kNormVecs : (rest + S::kLanes - 1) / S::kLanes;
-    for_column_chunk<S>(nv, [&](auto nv_const) {
+    with_count<S::kNormVecs>(nv, [&](auto nv_const) {
       layer_norm_chunk<S, decltype(nv_const)::value>(features, x + c0, ldx, y + c0, ldy, gamma, beta, eps);
     });
   }
@@ -88,7 +79,7 @@ inline void softmax_cols_impl(int32_t m, int32_t n, float* s, int64_t lds, float
   for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
     const int32_t rest = n - c0;
     const int nv = rest >= kChunk ? S::kNormVecs : (rest + S::kLanes - 1) / S::kLanes;
-    for_column_chunk<S>(nv, [&](auto nv_const) {
+    with_count<S::kNormVecs>(nv, [&](auto nv_const) {
       softmax_chunk<S, decltype(nv_const)::value>(m, s + c0, lds, scale, keep);
     });
   }
