@@ -32,6 +32,11 @@ struct Rng {
   std::mt19937 gen;
   explicit Rng(uint32_t seed) : gen(seed) {}
   float uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(gen); }
+  std::vector<float> uniforms(int32_t count, float lo, float hi) {  // e.g. a bias: one value per row
+    std::vector<float> v(count);
+    for (float& x : v) x = uniform(lo, hi);
+    return v;
+  }
   bool chance(double p) { return std::bernoulli_distribution(p)(gen); }
   int32_t integer(int32_t lo, int32_t hi) { return std::uniform_int_distribution<int32_t>(lo, hi)(gen); }
 };

@@ -86,8 +86,7 @@ void check_spmm(Report& rep, const KernelTable& kt, const KernelTable& ref, int 
       for (int32_t t = 0; t < n; ++t) x.at(c, t) = rng.uniform(-2, 2);
     res.fill(rng, -3, 3);
     got.fill(rng, -3, 3);
-    std::vector<float> b(m);
-    for (float& v : b) v = rng.uniform(-1, 1);
+    const std::vector<float> b = rng.uniforms(m, -1, 1);
     Epilogue ep;
     ep.bias = bias ? b.data() : nullptr;
     ep.residual = residual ? res.v.data() : nullptr;
@@ -123,8 +122,7 @@ void check_finish_rows(Report& rep, const KernelTable& kt, const KernelTable& re
     Tokens y(m, n), res(m, n);
     y.fill(rng, -6, 6);
     res.fill(rng, -3, 3);
-    std::vector<float> b(m);
-    for (float& v : b) v = rng.uniform(-1, 1);
+    const std::vector<float> b = rng.uniforms(m, -1, 1);
     Epilogue ep;
     ep.bias = bias ? b.data() : nullptr;
     ep.act = kActivations[a];
@@ -151,9 +149,8 @@ void check_gemm(Report& rep, const KernelTable& kt, const KernelTable& ref, bool
   for (int a = 0; a < 5; ++a) for (int flags = 0; flags < 4; ++flags) {
     const bool residual = flags & 1, accumulate = flags & 2;
     const int64_t ldw = transposed ? m + 2 : k + 3;  // strides wider than the matrix
-    std::vector<float> w((transposed ? k : m) * ldw), b(m);
-    for (float& v : w) v = rng.uniform(-1, 1);
-    for (float& v : b) v = rng.uniform(-1, 1);
+    const std::vector<float> w = rng.uniforms(static_cast<int32_t>((transposed ? k : m) * ldw), -1, 1);
+    const std::vector<float> b = rng.uniforms(m, -1, 1);
     auto weight = [&](int32_t r, int32_t c) { return double(transposed ? w[c * ldw + r] : w[r * ldw + c]); };
     Tokens x(k, n), res(m, n), y(m, n);
     x.fill(rng, -2, 2);

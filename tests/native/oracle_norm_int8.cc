@@ -18,9 +18,7 @@ void check_layer_norm(Report& rep, const KernelTable& kt, const KernelTable& ref
       const float scale = rng.uniform(0.1f, 10), shift = rng.uniform(-3, 3);
       for (int32_t i = 0; i < f; ++i) x.at(i, t) = shift + scale * rng.uniform(-1.7f, 1.7f);
     }
-    std::vector<float> g(f), beta(f);
-    for (float& v : g) v = rng.uniform(0.6f, 1.4f);
-    for (float& v : beta) v = rng.uniform(-0.5f, 0.5f);
+    const std::vector<float> g = rng.uniforms(f, 0.6f, 1.4f), beta = rng.uniforms(f, -0.5f, 0.5f);
     const float eps = 1e-12f;
     Tokens got(f, n), want(f, n);
     kt.layer_norm(f, n, x.v.data(), x.ld, got.v.data(), got.ld, g.data(), beta.data(), eps);
