@@ -15,6 +15,7 @@ void register_system(py::module_& m);
 void register_packed_linear(py::module_& m);
 void register_kernel_table(py::module_& m);
 void register_encoder(py::module_& m);
+void register_bf16(py::module_& m);
 
 // The kernel table of an `isa` argument (None: the default ISA).
 const KernelTable& table_for(const py::object& isa);

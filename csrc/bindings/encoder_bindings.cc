@@ -63,7 +63,8 @@ EncoderWeights encoder_weights(const py::dict& tensors, std::vector<py::array>& 
 }
 
 std::unique_ptr<Encoder> make_encoder(const py::dict& config, const py::dict& tensors, int num_threads,
-                                      const std::string& isa, bool fuse_ffn, int64_t max_batch_tokens) {
+                                      const std::string& isa, bool fuse_ffn, int64_t max_batch_tokens,
+                                      bool bf16_attention) {
   if (max_batch_tokens < 1 || max_batch_tokens > kMaxTokens)
     throw py::value_error("max_batch_tokens must be in [1, " + std::to_string(kMaxTokens) + "], got " +
                           std::to_string(max_batch_tokens));
@@ -71,6 +72,7 @@ std::unique_ptr<Encoder> make_encoder(const py::dict& config, const py::dict& te
   EncoderOptions options;
   options.fuse_ffn = fuse_ffn;
   options.max_batch_tokens = static_cast<int32_t>(max_batch_tokens);
+  options.bf16_attention = bf16_attention;
   return build_encoder(config_map(config), encoder_weights(tensors, keep), num_threads, isa, options);
 }
 
@@ -164,13 +166,15 @@ void register_encoder(py::module_& m) {
 
   py::class_<Encoder>(m, "Encoder", "The BERT encoder with packed weights, run in C++.")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("num_threads"), py::arg("isa"),
-           py::arg("fuse_ffn") = true, py::arg("max_batch_tokens") = kDefaultMaxBatchTokens)
+           py::arg("fuse_ffn") = true, py::arg("max_batch_tokens") = kDefaultMaxBatchTokens,
+           py::arg("bf16_attention") = false)
       .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"),
            py::arg("hidden_states") = false, py::arg("logits_at") = py::none())
       .def("run_profiled", &run_profiled, py::arg("input_ids"), py::arg("attention_mask"),
            py::arg("token_type_ids"),
            "(outputs, [(op, milliseconds)]): run() with this call's op times, each op summed over layers.")
       .def_property_readonly("isa", &Encoder::isa)
+      .def_property_readonly("bf16_attention", &Encoder::bf16_attention)
       .def_property_readonly("num_threads", &Encoder::num_threads)
       .def_property_readonly("max_sequence_length", [](const Encoder& e) { return e.config().max_sequence(); })
       .def_property_readonly("max_batch_tokens", &Encoder::max_batch_tokens);

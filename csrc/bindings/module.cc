@@ -72,4 +72,5 @@ PYBIND11_MODULE(_core, m) {
   sparsebert::register_packed_linear(m);
   sparsebert::register_kernel_table(m);
   sparsebert::register_encoder(m);
+  sparsebert::register_bf16(m);
 }

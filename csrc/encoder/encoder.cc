@@ -17,6 +17,15 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }
 
+// bf16 attention's kernels. Their packing uses AVX-512, so a caller who chose a lesser ISA path is refused too.
+const Bf16Kernels* bf16_attention_kernels(const std::string& isa) {
+  const char* why_not = nullptr;
+  const Bf16Kernels* fast = bf16_fast_kernels(&why_not);
+  require(fast != nullptr, std::string("bf16 attention is not available here: ") + (why_not ? why_not : "unknown"));
+  require(isa == "avx512", "bf16 attention runs on the avx512 ISA path, not on " + isa);
+  return fast;
+}
+
 // Token-major copy [tokens][features] of a tile matrix.
 void copy_out(const TileMatrix& m, float* out) {
   const int32_t f_count = m.features();
@@ -88,6 +97,7 @@ Encoder::Encoder(EncoderConfig config, EmbeddingTables embeddings, std::vector<E
       masked_lm_(std::move(masked_lm)),
       isa_(isa),
       kernels_(kernels_for(isa)),
+      bf16_(options.bf16_attention ? bf16_attention_kernels(isa) : nullptr),
       pool_(num_threads),
       max_batch_tokens_(options.max_batch_tokens),
       run_mutex_(std::make_unique<std::mutex>()),
@@ -244,7 +254,7 @@ void Encoder::run_chunk(Scratch& s, int32_t b0, int32_t count, int32_t seq, std:
     const AttentionShape shape{count, seq, layer.heads, head_dim};
     layer.qkv->forward(kernels_, pool_, s.hidden, s.qkv, Activation::kNone, nullptr, &s.linear);
     timer.mark("qkv");
-    multi_head_attention(kernels_, pool_, shape, s.qkv, s.keep.data() + first, s.attention, s.ctx);
+    multi_head_attention(kernels_, bf16_, pool_, shape, s.qkv, s.keep.data() + first, s.attention, s.ctx);
     timer.mark("attention");
     layer.attn_out->forward(kernels_, pool_, s.ctx, s.attn, Activation::kNone, &s.hidden, &s.linear);
     timer.mark("attention_output");

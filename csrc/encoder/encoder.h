@@ -25,9 +25,12 @@
 
 namespace sparsebert {
 
-// Choices the caller makes for an engine; none changes a result, bit for bit.
+// Choices the caller makes for an engine. Only bf16_attention changes results; the others are speed only.
 struct EncoderOptions {
   bool fuse_ffn = true;  // FFN up and down as one op where they chain (ops/fused_ffn.h); false for measuring
+  // Attention's two products in bf16 with fp32 sums (kernels/bf16.h): faster, less precise. Needs the avx512 path
+  // and AMX (std::invalid_argument otherwise, saying what is missing).
+  bool bf16_attention = false;
   // Tokens per chunk of a call: a larger batch runs chunk by chunk (whole sequences), which bounds the working
   // memory whatever the batch; and scratch grown past kKeepScratchTokens is freed when the call ends.
   int32_t max_batch_tokens = kDefaultMaxBatchTokens;
@@ -92,6 +95,7 @@ class Encoder {
                                     const std::atomic<bool>* cancel = nullptr, const LogitsAt* logits_at = nullptr);
 
   const std::string& isa() const { return isa_; }
+  bool bf16_attention() const { return bf16_ != nullptr; }
   int num_threads() const { return pool_.size(); }
   int32_t max_batch_tokens() const { return max_batch_tokens_; }
   const EncoderConfig& config() const { return config_; }
@@ -119,6 +123,7 @@ class Encoder {
   std::unique_ptr<MaskedLmHead> masked_lm_;
   std::string isa_;
   const KernelTable& kernels_;
+  const Bf16Kernels* bf16_;  // null: attention in fp32
   ThreadPool pool_;
   int32_t max_batch_tokens_;
 

@@ -62,6 +62,7 @@ CpuFeatures detect() {
     const uint64_t xcr0 = xgetbv0();
     f.os_ymm = (xcr0 & 0x6) == 0x6;       // SSE and AVX state
     f.os_zmm = (xcr0 & 0xE6) == 0xE6;     // plus opmask, ZMM_Hi256 and Hi16_ZMM state
+    f.os_tiles = (xcr0 & 0x60000) == 0x60000;  // XTILECFG and XTILEDATA state
   }
   if (max_leaf >= 7) {
     const Regs l7 = cpuid(7, 0);
@@ -71,6 +72,8 @@ CpuFeatures detect() {
     f.avx512bw = (l7.b >> 30) & 1;
     f.avx512vl = (l7.b >> 31) & 1;
     f.avx512_vnni = (l7.c >> 11) & 1;
+    f.amx_bf16 = (l7.d >> 22) & 1;
+    f.amx_tile = (l7.d >> 24) & 1;
     if (cpuid(7, 0).a >= 1) {
       const Regs l71 = cpuid(7, 1);
       f.avx_vnni = (l71.a >> 4) & 1;
@@ -125,7 +128,8 @@ std::vector<std::string> CpuFeatures::flags() const {
   add(avx2, "avx2"); add(fma, "fma"); add(f16c, "f16c");
   add(avx512f, "avx512f"); add(avx512bw, "avx512bw"); add(avx512dq, "avx512dq"); add(avx512vl, "avx512vl");
   add(avx512_vnni, "avx512_vnni"); add(avx512_bf16, "avx512_bf16"); add(avx_vnni, "avx_vnni");
-  add(os_ymm, "os_ymm"); add(os_zmm, "os_zmm");
+  add(amx_tile, "amx_tile"); add(amx_bf16, "amx_bf16");
+  add(os_ymm, "os_ymm"); add(os_zmm, "os_zmm"); add(os_tiles, "os_tiles");
   add(neon, "neon"); add(asimddp, "asimddp"); add(i8mm, "i8mm");
   return out;
 }

@@ -15,6 +15,9 @@ struct CpuFeatures {
   bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
   bool os_ymm = false;  // XCR0 has SSE + AVX state: the OS saves ymm registers
   bool os_zmm = false;  // XCR0 also has opmask + zmm state
+  // AMX: tile registers and their bf16 dot product; os_tiles when XCR0 has tile state (Linux still makes each
+  // process ask for it: kernels/bf16_dispatch.cc).
+  bool amx_tile = false, amx_bf16 = false, os_tiles = false;
   // aarch64: Advanced SIMD (NEON, part of every ARMv8-A CPU), its int8 dot products (sdot/udot, ARMv8.2's
   // optional FEAT_DotProd) and int8 matrix multiply (usmmla/usdot, FEAT_I8MM).
   bool neon = false, asimddp = false, i8mm = false;

@@ -3,24 +3,35 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 
 #include "common/thread_pool.h"
 
 namespace sparsebert {
 
-void AttentionScratch::resize(int32_t seq, int32_t head_dim) {
+void AttentionScratch::resize(int32_t seq, int32_t head_dim, bool bf16) {
   const int32_t new_ld = (seq + 15) / 16 * 16;
+  const std::size_t dim16 = (head_dim + 15) / 16 * 16, dim32 = (head_dim + 31) / 32 * 32;
+  const std::size_t seq16 = new_ld, seq32 = (seq + 31) / 32 * 32;
   ld = new_ld;
-  q.ensure(static_cast<std::size_t>(head_dim) * new_ld);
-  k.ensure(static_cast<std::size_t>(head_dim) * new_ld);
-  v.ensure(static_cast<std::size_t>(head_dim) * new_ld);
-  p.ensure(static_cast<std::size_t>(seq) * new_ld);
-  ctx.ensure(static_cast<std::size_t>(head_dim) * new_ld);
+  q.ensure(head_dim * seq16);
+  k.ensure(head_dim * seq16);
+  v.ensure(head_dim * seq16);
+  p.ensure(seq16 * seq16);  // the bf16 product writes whole 16-row tiles
+  ctx.ensure(dim16 * seq16);
+  if (!bf16) return;
+  k_rows.ensure(seq16 * dim32);
+  q_pairs.ensure(dim32 * seq16);
+  p_pairs.ensure(seq32 * seq16);
+  v_rows.ensure(dim16 * seq32);
+  if (bf16_seq != seq || bf16_head_dim != head_dim) {
+    // Each head writes the same cells for one shape; the rest, padding the products' operands, must be zero.
+    for (AlignedBuffer<uint16_t>* b : {&k_rows, &q_pairs, &p_pairs, &v_rows}) std::memset(b->data(), 0, b->size() * 2);
+    bf16_seq = seq;
+    bf16_head_dim = head_dim;
+  }
 }
 
-namespace {
-
-// Copies rows [row0, row0 + count) of tokens [t0, t0 + seq) out of the tiles into dst[count][ld].
 void gather_rows(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0, int32_t seq, float* dst,
                  int64_t ld) {
   for (int32_t i = 0; i < seq;) {
@@ -45,15 +56,13 @@ void scatter_rows(const float* src, int64_t ld, int32_t row0, int32_t count, int
   }
 }
 
-}  // namespace
-
-void multi_head_attention(const KernelTable& kernels, ThreadPool& pool, const AttentionShape& s,
-                          const TileMatrix& qkv, const uint8_t* keep, std::vector<AttentionScratch>& scratch,
-                          TileMatrix& ctx) {
+void multi_head_attention(const KernelTable& kernels, const Bf16Kernels* bf16, ThreadPool& pool,
+                          const AttentionShape& s, const TileMatrix& qkv, const uint8_t* keep,
+                          std::vector<AttentionScratch>& scratch, TileMatrix& ctx) {
   const int32_t hidden = s.heads * s.head_dim;
   ctx.resize(hidden, s.batch * s.seq);
   scratch.resize(pool.size());
-  for (auto& sc : scratch) sc.resize(s.seq, s.head_dim);
+  for (auto& sc : scratch) sc.resize(s.seq, s.head_dim, bf16 != nullptr);
   std::vector<uint8_t> all_keys(s.seq, 1);
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
 
@@ -63,6 +72,14 @@ void multi_head_attention(const KernelTable& kernels, ThreadPool& pool, const At
   pool.parallel_for(s.batch * s.heads, [&](int task, int thread) {
     const int32_t b = task / s.heads, h = task % s.heads, t0 = b * s.seq;
     AttentionScratch& sc = scratch[thread];
+    const uint8_t* seq_keep = keep + t0;
+    bool any = false;
+    for (int32_t j = 0; j < s.seq && !any; ++j) any = seq_keep[j] != 0;
+    // With every key masked, PyTorch's additive mask makes all scores equal: uniform weights. Scale 0 over all
+    // keys reproduces that.
+    const uint8_t* keys = any ? seq_keep : all_keys.data();
+    const float key_scale = any ? scale : 0.0f;
+    if (bf16) return attend_bf16(kernels, *bf16, s, qkv, b, h, keys, key_scale, sc, ctx);
     const int64_t ld = sc.ld;
     const Epilogue none;
     const int32_t q_row = h * s.head_dim, k_row = hidden + h * s.head_dim, v_row = 2 * hidden + h * s.head_dim;
@@ -82,13 +99,7 @@ void multi_head_attention(const KernelTable& kernels, ThreadPool& pool, const At
       // K is stored [dh][seq] like Q; gemm_wt reads it as the transposed W, so no transpose is needed.
       kernels.gemm_wt(s.seq, s.seq, s.head_dim, sc.k.data(), ld, sc.q.data(), ld, sc.p.data(), ld, none);
     }
-    const uint8_t* seq_keep = keep + t0;
-    bool any = false;
-    for (int32_t j = 0; j < s.seq && !any; ++j) any = seq_keep[j] != 0;
-    // With every key masked, PyTorch's additive mask makes all scores equal: uniform weights. Scale 0 over all
-    // keys reproduces that.
-    if (any) kernels.softmax_cols(s.seq, s.seq, sc.p.data(), ld, scale, seq_keep);
-    else kernels.softmax_cols(s.seq, s.seq, sc.p.data(), ld, 0.0f, all_keys.data());
+    kernels.softmax_cols(s.seq, s.seq, sc.p.data(), ld, key_scale, keys);
     // context[d][i] = sum_j V[d][j] P[j][i]
     if (whole_tiles) {
       // Key pieces in order, each adding to the last: the same sums in the same order as one long GEMM.

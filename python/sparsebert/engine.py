@@ -55,6 +55,27 @@ def _check_max_batch_tokens(value: Any) -> int:
     return int(value)
 
 
+ATTENTION_PRECISIONS = ("fp32", "bf16")
+ATTENTION_VARIABLE = "SPARSEBERT_ATTENTION"
+
+
+def _check_attention(value: Any) -> str:
+    if value is None:
+        text = os.environ.get(ATTENTION_VARIABLE, "").strip()
+        if text and text not in ATTENTION_PRECISIONS:
+            raise ValueError(f"{ATTENTION_VARIABLE}={text!r}: expected one of {', '.join(ATTENTION_PRECISIONS)}")
+        return text or "fp32"
+    if value not in ATTENTION_PRECISIONS:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_PRECISIONS)}, got {value!r}")
+    return value
+
+
+def bf16_attention_unavailable() -> str | None:
+    """None when ``attention="bf16"`` can run on this machine, else why not (it needs AMX: Intel Xeon since
+    Sapphire Rapids, on Linux 5.16 or newer)."""
+    return _native.core().bf16_attention_unavailable()
+
+
 def _check_isa(isa: Any) -> str:
     available = list(_native.available_isas())
     if isa is None:
@@ -97,7 +118,8 @@ class SparseEngine:
 
     @classmethod
     def load(cls, path: str | os.PathLike, num_threads: int | None = None, isa: str | None = None,
-             verify: bool = True, tuning: Tuning | None = None, max_batch_tokens: int | None = None) -> SparseEngine:
+             verify: bool = True, tuning: Tuning | None = None, max_batch_tokens: int | None = None,
+             attention: str | None = None) -> SparseEngine:
         """Read ``path`` (checking CRCs when ``verify``), pack its linears and build the C++ encoder.
 
         num_threads defaults to the CPUs this process may run on; isa defaults to
@@ -105,9 +127,13 @@ class SparseEngine:
         ``Tuning.from_environment()`` (speed only: results are the same). ``max_batch_tokens``
         (default ``_core.DEFAULT_MAX_BATCH_TOKENS``, 2048) bounds the working memory: a larger
         call runs in chunks of whole sequences of at most that many tokens (same results).
+        ``attention`` (default ``SPARSEBERT_ATTENTION``, else ``"fp32"``): ``"bf16"`` runs attention's two
+        matrix products with bf16 inputs and fp32 sums on AMX, faster and less precise; ValueError where
+        ``bf16_attention_unavailable()`` says why not, or when isa is not ``"avx512"``.
         """
         num_threads = _check_threads(num_threads)
         isa = _check_isa(isa)
+        attention = _check_attention(attention)
         max_batch_tokens = _check_max_batch_tokens(max_batch_tokens)
         if tuning is None:
             tuning = Tuning.from_environment()
@@ -116,7 +142,8 @@ class SparseEngine:
         model = read_model(path, verify_crc=verify)  # the file is valid by the engine's own rules from here on
         tensors = _build_tensors(model, encoder_spec(model.config), tuning)
         encoder = _native.core().Encoder(dict(model.config), tensors, num_threads, isa, fuse_ffn=tuning.fuse_ffn,
-                                         max_batch_tokens=max_batch_tokens)
+                                         max_batch_tokens=max_batch_tokens,
+                                         bf16_attention=attention == "bf16")
         return cls(encoder, model)
 
     # ------------------------------------------------------------------------------------ properties
@@ -124,6 +151,11 @@ class SparseEngine:
     @property
     def isa(self) -> str:
         return self._encoder.isa
+
+    @property
+    def attention(self) -> str:
+        """The precision of attention's matrix products: "fp32", or "bf16" (``load(attention=...)``)."""
+        return "bf16" if self._encoder.bf16_attention else "fp32"
 
     @property
     def num_threads(self) -> int:
@@ -169,7 +201,7 @@ class SparseEngine:
     def __repr__(self) -> str:
         c = self._config
         return (f"SparseEngine(path={self._path!r}, layers={c['num_hidden_layers']}, hidden={c['hidden_size']}, "
-                f"head={c['head']!r}, isa={self.isa!r}, num_threads={self.num_threads})")
+                f"head={c['head']!r}, isa={self.isa!r}, attention={self.attention!r}, num_threads={self.num_threads})")
 
     # ------------------------------------------------------------------------------------ running
 

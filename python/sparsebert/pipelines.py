@@ -287,11 +287,12 @@ class Pipeline:
 
 
 def pipeline(task: str, model: str | os.PathLike, tokenizer: Any = None, num_threads: int | None = None,
-             isa: str | None = None) -> Pipeline:
-    """A ``Pipeline`` for ``task`` (one of TASKS) on the packed model at ``model``."""
+             isa: str | None = None, attention: str | None = None) -> Pipeline:
+    """A ``Pipeline`` for ``task`` (one of TASKS) on the packed model at ``model`` (num_threads, isa and attention
+    as ``SparseEngine.load``'s)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; supported: {', '.join(TASKS)}")
-    engine = SparseEngine.load(model, num_threads=num_threads, isa=isa)
+    engine = SparseEngine.load(model, num_threads=num_threads, isa=isa, attention=attention)
     needed = _NEEDS_HEAD.get(task)
     if needed and engine.config["head"] != needed:
         raise ValueError(f"task {task!r} needs a model with a {needed} head; {model} has head "

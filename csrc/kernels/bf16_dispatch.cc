@@ -1,0 +1,49 @@
+// Choosing the bf16 kernels (kernels/bf16.h): the AMX table when the CPU, the OS and this process allow it.
+#include "kernels/bf16.h"
+#include "kernels/cpu_features.h"
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace sparsebert {
+namespace {
+
+#if defined(__x86_64__)
+// Linux enables AMX tile data per process, on request (arch_prctl ARCH_REQ_XCOMP_PERM, since 5.16); a tile
+// instruction without the grant kills the process with SIGILL.
+bool process_may_use_tiles() {
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+const char* amx_missing() {
+  const CpuFeatures& f = cpu_features();
+  if (!f.can_run_avx512() || !f.avx512_bf16) return "the CPU lacks AVX512-BF16";
+  if (!f.amx_tile || !f.amx_bf16) return "the CPU lacks AMX-BF16 (Intel Xeon since Sapphire Rapids has it)";
+  if (!f.os_tiles) return "the operating system does not enable AMX tile state";
+  if (!process_may_use_tiles()) return "the operating system refused this process AMX tile state (Linux 5.16 or newer grants it)";
+  return nullptr;
+}
+#else
+const char* amx_missing() { return "AMX exists on x86-64 only"; }
+#endif
+
+}  // namespace
+
+const Bf16Kernels* bf16_fast_kernels(const char** why_not) {
+  static const char* const missing = amx_missing();  // asked once: the grant holds for the whole process
+#if defined(__x86_64__)
+  static const Bf16Kernels table{"amx_bf16", amx::pack_rows, amx::pack_transposed, amx::pack_pairs, amx::gemm};
+  if (!missing) return &table;
+#endif
+  if (why_not) *why_not = missing;
+  return nullptr;
+}
+
+}  // namespace sparsebert
