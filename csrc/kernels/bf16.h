@@ -20,10 +20,18 @@ using Bf16PackFn = void (*)(int32_t rows, int32_t cols, const float* src, int64_
 using Bf16GemmFn = void (*)(int32_t m, int32_t n, int32_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
                             int64_t ldb, float* c, int64_t ldc);
 
+// The column softmax of kernels.h (SoftmaxColsFn: m rows, n columns, scale, the kept rows) in place on s, whose
+// probabilities are then stored as bf16 pairs into dst (pair p of rows at dst + p * ldd; with odd m the last
+// pair's second half is 0). s is left in an unspecified state. May touch up to round_up(n, 16) columns of s and
+// dst.
+using Bf16SoftmaxPairsFn = void (*)(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep,
+                                    uint16_t* dst, int64_t ldd);
+
 struct Bf16Kernels {
   const char* name;
   Bf16PackFn pack_rows, pack_transposed, pack_pairs;
   Bf16GemmFn gemm;
+  Bf16SoftmaxPairsFn softmax_pairs;
 };
 
 // Plain C++, every CPU: the tests' reference (slow).
@@ -39,6 +47,8 @@ void pack_transposed(int32_t rows, int32_t cols, const float* src, int64_t lds, 
 void pack_pairs(int32_t rows, int32_t cols, const float* src, int64_t lds, uint16_t* dst, int64_t ldd);
 void gemm(int32_t m, int32_t n, int32_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c,
           int64_t ldc);
+void softmax_pairs(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep, uint16_t* dst,
+                   int64_t ldd);
 }  // namespace amx
 
 }  // namespace sparsebert

@@ -79,7 +79,7 @@ void multi_head_attention(const KernelTable& kernels, const Bf16Kernels* bf16, T
     // keys reproduces that.
     const uint8_t* keys = any ? seq_keep : all_keys.data();
     const float key_scale = any ? scale : 0.0f;
-    if (bf16) return attend_bf16(kernels, *bf16, s, qkv, b, h, keys, key_scale, sc, ctx);
+    if (bf16) return attend_bf16(*bf16, s, qkv, b, h, keys, key_scale, sc, ctx);
     const int64_t ld = sc.ld;
     const Epilogue none;
     const int32_t q_row = h * s.head_dim, k_row = hidden + h * s.head_dim, v_row = 2 * hidden + h * s.head_dim;

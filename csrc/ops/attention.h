@@ -39,7 +39,7 @@ void multi_head_attention(const KernelTable& kernels, const Bf16Kernels* bf16, T
 
 // One (sequence b, head h) with bf16 products: scores from Q and K, softmax over `keys` (scaled by `scale`), and
 // the context written into ctx.
-void attend_bf16(const KernelTable& kernels, const Bf16Kernels& bf16, const AttentionShape& shape,
+void attend_bf16(const Bf16Kernels& bf16, const AttentionShape& shape,
                  const TileMatrix& qkv, int32_t b, int32_t h, const uint8_t* keys, float scale, AttentionScratch& sc,
                  TileMatrix& ctx);
 

@@ -3,14 +3,14 @@
 // sums); the padding is zero, so it adds nothing:
 //   scores^T[j][i] = sum_d K^T[j][d] Q[d][i]   K^T in rows [seq16][dim32], Q in pairs [dim32 / 2][seq16]
 //   ctx[d][i]      = sum_j V[d][j] P[j][i]     V in rows [dim16][seq32],   P in pairs [seq32 / 2][seq16]
-// The softmax between them is the fp32 kernel's, as in fp32 attention.
+// The softmax between them is fp32 attention's, its probabilities rounded to bf16 pairs as it stores them.
 #include <algorithm>
 
 #include "ops/attention.h"
 
 namespace sparsebert {
 
-void attend_bf16(const KernelTable& kernels, const Bf16Kernels& bf16, const AttentionShape& s,
+void attend_bf16(const Bf16Kernels& bf16, const AttentionShape& s,
                  const TileMatrix& qkv, int32_t b, int32_t h, const uint8_t* keys, float scale, AttentionScratch& sc,
                  TileMatrix& ctx) {
   const int32_t hidden = s.heads * s.head_dim, t0 = b * s.seq;
@@ -28,8 +28,7 @@ void attend_bf16(const KernelTable& kernels, const Bf16Kernels& bf16, const Atte
     i += run;
   }
   bf16.gemm(seq16, seq16, dim32, sc.k_rows.data(), dim32, sc.q_pairs.data(), 2 * seq16, sc.p.data(), seq16);
-  kernels.softmax_cols(s.seq, s.seq, sc.p.data(), seq16, scale, keys);
-  bf16.pack_pairs(s.seq, s.seq, sc.p.data(), seq16, sc.p_pairs.data(), 2 * seq16);
+  bf16.softmax_pairs(s.seq, s.seq, sc.p.data(), seq16, scale, keys, sc.p_pairs.data(), 2 * seq16);
   if (s.seq % kTileTokens == 0 && s.head_dim % 16 == 0) {
     // Whole tiles and whole 16-row blocks: the context goes straight into its tiles, one 64-query piece at a time.
     for (int32_t i = 0; i < s.seq; i += kTileTokens)

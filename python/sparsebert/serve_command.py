@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .cli_args import bounded, positive_int, thread_count
+from .engine import ATTENTION_PRECISIONS, bf16_attention_unavailable
 from .serve import API_KEY_ENV, ServeSettings, run_server, served_task
 from .serve import ray as serve_ray
 
@@ -47,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"require 'Authorization: Bearer KEY' on every endpoint but /health (default: "
                         f"${API_KEY_ENV}, if set)")
     p.add_argument("--threads", type=thread_count, default=None, help="engine threads per model (default: CPUs)")
+    p.add_argument("--attention", choices=ATTENTION_PRECISIONS, default=None,
+                   help="precision of attention's products: bf16 is faster and less precise, and needs AMX "
+                        "(default: $SPARSEBERT_ATTENTION, else fp32)")
     p.add_argument("--ray", action="store_true",
                    help='serve as a Ray Serve deployment behind its proxy at --host:--port (pip install '
                         '"sparsebert[ray]"); each replica reserves --threads CPUs (default 1)')
@@ -68,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
     for path in models.values():
         served_task(path)  # the file's own problems, as one line, before anything starts
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    why_not = bf16_attention_unavailable() if args.attention == "bf16" else None
+    if why_not:
+        raise ValueError(f"--attention bf16 cannot run here: {why_not}")
     settings = ServeSettings(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                              batching=args.batching, max_queue=args.max_queue,
                              max_request_bytes=args.max_request_bytes,
                              max_inputs_per_request=args.max_inputs_per_request, api_key=api_key,
-                             num_threads=args.threads)
+                             num_threads=args.threads, attention=args.attention)
     if args.ray:
         return serve_ray.run(models, settings, host=args.host, port=args.port, num_replicas=args.replicas or 1,
                              address=args.ray_address)

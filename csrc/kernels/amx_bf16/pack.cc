@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/amx_bf16/bf16_words.h"
 #include "kernels/bf16.h"
 
 namespace sparsebert {
@@ -19,11 +20,7 @@ __m512i pair_words(int32_t rows, int32_t cols, const float* src, int64_t lds, in
   const __mmask16 m = first16(cols - c);
   const __m512 lo = _mm512_maskz_loadu_ps(m, src + r * lds + c);
   const __m512 hi = r + 1 < rows ? _mm512_maskz_loadu_ps(m, src + (r + 1) * lds + c) : _mm512_setzero_ps();
-  // cvtne2ps gives lo's 16 values, then hi's: interleave them.
-  const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  return _mm512_permutexvar_epi16(order, both);
+  return bf16_pair_words(lo, hi);
 }
 
 // In place: v[i] word j becomes v[j] word i (a 16 x 16 transpose of 32-bit words).

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/bf16.h"
+#include "kernels/ref/kernels_ref.h"
 
 namespace sparsebert {
 namespace {
@@ -51,10 +52,16 @@ void gemm(int32_t m, int32_t n, int32_t k, const uint16_t* a, int64_t lda, const
     }
 }
 
+void softmax_pairs(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep, uint16_t* dst,
+                   int64_t ldd) {
+  ref::softmax_cols(m, n, s, lds, scale, keep);
+  pack_pairs(m, n, s, lds, dst, ldd);
+}
+
 }  // namespace
 
 const Bf16Kernels& bf16_reference_kernels() {
-  static const Bf16Kernels table{"reference", pack_rows, pack_transposed, pack_pairs, gemm};
+  static const Bf16Kernels table{"reference", pack_rows, pack_transposed, pack_pairs, gemm, softmax_pairs};
   return table;
 }
 

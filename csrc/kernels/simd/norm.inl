@@ -28,8 +28,11 @@ inline void layer_norm_chunk(int32_t features, const float* x, int64_t ldx, floa
   }
 }
 
+// The first two passes of a column softmax: kept rows of s become e^(scale s - max), the others 0, and inv[v]
+// receives 1 / (their sum) for each column vector.
 template <class S, int NV>
-inline void softmax_chunk(int32_t m, float* s, int64_t lds, float scale, const uint8_t* keep) {
+inline void softmax_exp_chunk(int32_t m, float* s, int64_t lds, float scale, const uint8_t* keep,
+                              typename S::V* inv) {
   using V = typename S::V;
   const V sc = S::set1(scale);
   V mx[NV], sum[NV];
@@ -52,11 +55,17 @@ inline void softmax_chunk(int32_t m, float* s, int64_t lds, float scale, const u
       S::store(row + v * S::kLanes, e);
     }
   }
-  for (int v = 0; v < NV; ++v) sum[v] = S::div(S::set1(1.0f), sum[v]);
+  for (int v = 0; v < NV; ++v) inv[v] = S::div(S::set1(1.0f), sum[v]);
+}
+
+template <class S, int NV>
+inline void softmax_chunk(int32_t m, float* s, int64_t lds, float scale, const uint8_t* keep) {
+  typename S::V inv[NV];
+  softmax_exp_chunk<S, NV>(m, s, lds, scale, keep, inv);
   for (int32_t j = 0; j < m; ++j) {
     if (!keep[j]) continue;
     float* row = s + j * lds;
-    for (int v = 0; v < NV; ++v) S::store(row + v * S::kLanes, S::mul(S::load(row + v * S::kLanes), sum[v]));
+    for (int v = 0; v < NV; ++v) S::store(row + v * S::kLanes, S::mul(S::load(row + v * S::kLanes), inv[v]));
   }
 }
 

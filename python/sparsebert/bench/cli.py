@@ -17,6 +17,7 @@ from typing import Any
 
 from ..cli_args import thread_count
 from ..convert.packing import FLOAT_LAYOUTS
+from ..engine import ATTENTION_PRECISIONS, ATTENTION_VARIABLE, bf16_attention_unavailable
 from . import defaults, plot, report, sweep_report
 from .engine_bench import run_engine_bench
 from .kernel_bench import run_kernel_bench
@@ -161,6 +162,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="time each call right after the other engines' calls instead of after an untimed call "
                           "of the same engine (caches then hold the other engines' data)")
     run.add_argument("--isa", default=None, help="force sparsebert's ISA path (default: best available)")
+    run.add_argument("--attention", choices=ATTENTION_PRECISIONS, default=None,
+                     help="precision of sparsebert's attention products (default: SPARSEBERT_ATTENTION, else fp32); "
+                          "bf16 needs AMX")
     run.add_argument("--peers", type=_peers, default=list(defaults.PEERS), metavar="LIST",
                      help=f"engines to run in-process (default {','.join(defaults.PEERS)})")
     run.add_argument("--deepsparse-python", default=None, metavar="PATH",
@@ -256,6 +260,12 @@ def run(args: argparse.Namespace) -> int:
         return _render(args)
     if args.sweep and args.kernels:
         raise ValueError("--sweep and --kernels are separate benchmarks; run one at a time")
+    if args.attention:
+        why_not = bf16_attention_unavailable() if args.attention == "bf16" else None
+        if why_not:
+            raise ValueError(f"--attention bf16 cannot run here: {why_not}")
+        # Through the environment, so that the engines of isolated worker processes load with it too.
+        os.environ[ATTENTION_VARIABLE] = args.attention
 
     if args.kernels:
         threads = args.threads or list(defaults.KERNEL_THREADS)

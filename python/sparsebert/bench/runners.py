@@ -52,9 +52,11 @@ def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[st
 
 def sparsebert_runner(path: str, inputs: dict[str, np.ndarray], threads: int, isa: str | None = None) -> Runner:
     engine = SparseEngine.load(path, num_threads=threads, isa=isa)
-    return Runner("sparsebert", f"sparsebert {__version__} ({engine.isa})", lambda: engine.run(inputs),
+    how = engine.isa + (", bf16 attention" if engine.attention == "bf16" else "")
+    return Runner("sparsebert", f"sparsebert {__version__} ({how})", lambda: engine.run(inputs),
                   lambda out: out["last_hidden_state"],
-                  {"version": __version__, "isa": engine.isa, "threads": engine.num_threads}, engine)
+                  {"version": __version__, "isa": engine.isa, "attention": engine.attention,
+                   "threads": engine.num_threads}, engine)
 
 
 def quantize_onnx_int8(onnx_path: str, workdir: str) -> str:

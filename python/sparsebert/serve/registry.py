@@ -58,7 +58,8 @@ class ServedModel:
         self.name = name
         self.path = os.fspath(path)
         task, self.kind = served_task(path)
-        self.pipeline: Pipeline = pipeline(task, path, num_threads=settings.num_threads)
+        self.pipeline: Pipeline = pipeline(task, path, num_threads=settings.num_threads,
+                                            attention=settings.attention)
         config = self.pipeline.engine.config
         self.config = config
         # Embeddings: the sentence-transformers recipe the file records, else mean pooling.

@@ -26,6 +26,8 @@ class ServeSettings:
     * ``max_inputs_per_request``: texts (or token arrays, or pairs) one request may carry; more is 413.
     * ``api_key``: when set, every endpoint but ``/health`` needs ``Authorization: Bearer <key>``.
     * ``num_threads``: engine threads per model (default: the CPUs this process may use).
+    * ``attention``: the precision of the engines' attention products, as ``SparseEngine.load``'s ``attention``
+      (None: ``SPARSEBERT_ATTENTION``, else fp32).
     """
 
     max_batch_tokens: int = 4096
@@ -37,6 +39,7 @@ class ServeSettings:
     api_key: Optional[str] = None
     num_threads: Optional[int] = None
     retry_after_s: int = 1
+    attention: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_queue", "max_request_bytes", "max_inputs_per_request",
@@ -54,6 +57,8 @@ class ServeSettings:
         threads = self.num_threads
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {threads!r}")
+        if self.attention is not None and not isinstance(self.attention, str):
+            raise ValueError(f"attention must be a string or None, got {self.attention!r}")  # its values: the engine's
 
 
 __all__ = ["API_KEY_ENV", "ServeSettings"]
