@@ -3,7 +3,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_args.h"
@@ -68,6 +70,27 @@ py::array bf16_gemm(const py::handle& a_a, const py::handle& b_a, int64_t m, int
   return c;
 }
 
+// The softmax of a scores block s (m x n float32, copied) over the rows keep marks, as bf16 pairs
+// [(m + 1) / 2][2 * round_up(n, 16)].
+py::array bf16_softmax_pairs(const py::handle& s_a, float scale, const py::handle& keep_a, const std::string& table) {
+  const Bf16Kernels& t = bf16_table(table);
+  auto s = checked_array<float>(s_a, "s");
+  auto keep = checked_array<uint8_t>(keep_a, "keep");
+  check_shape(s, {-1, -1}, "s");
+  const int64_t m = s.shape(0), n = s.shape(1), ld = (n + 15) / 16 * 16;
+  if (m < 1 || n < 1 || m > 4096 || n > 4096) throw py::value_error("s must be 1..4096 x 1..4096");
+  check_shape(keep, {m}, "keep");
+  if (!std::any_of(keep.data(), keep.data() + m, [](uint8_t k) { return k != 0; }))
+    throw py::value_error("keep must keep at least one row");
+  std::vector<float> padded(static_cast<std::size_t>(m * ld), 0.0f);  // the kernel may touch whole vectors
+  for (int64_t r = 0; r < m; ++r) std::copy(s.data() + r * n, s.data() + (r + 1) * n, padded.data() + r * ld);
+  py::array_t<uint16_t> dst({(m + 1) / 2, 2 * ld});
+  std::fill(dst.mutable_data(), dst.mutable_data() + dst.size(), uint16_t{0xFFFF});
+  t.softmax_pairs(static_cast<int32_t>(m), static_cast<int32_t>(n), padded.data(), ld, scale, keep.data(),
+                  dst.mutable_data(), 2 * ld);
+  return dst;
+}
+
 }  // namespace
 
 void register_bf16(py::module_& m) {
@@ -76,6 +99,8 @@ void register_bf16(py::module_& m) {
   m.def("bf16_pack", &bf16_pack, py::arg("kind"), py::arg("src"), py::arg("dst_rows"), py::arg("ldd"),
         py::arg("fill") = 0xFFFF, py::arg("table") = "fast");
   m.def("bf16_gemm", &bf16_gemm, py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"), py::arg("k"),
+        py::arg("table") = "fast");
+  m.def("bf16_softmax_pairs", &bf16_softmax_pairs, py::arg("s"), py::arg("scale"), py::arg("keep"),
         py::arg("table") = "fast");
 }
 
