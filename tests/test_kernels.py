@@ -95,6 +95,9 @@ def test_isa_detection_matches_cpuinfo():
         assert "avx512f" in flags
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(flags):
         assert "avx512" in isas
+    # Linux lists AMX only once it enables tile state, and then grants it to a process that asks (bf16 attention).
+    amx = {"avx512_bf16", "amx_tile", "amx_bf16"} <= set(flags) and "avx512" in isas
+    assert (_core.bf16_attention_unavailable() is None) == amx, _core.bf16_attention_unavailable()
 
 
 def test_sparsebert_isa_env_override(monkeypatch):
