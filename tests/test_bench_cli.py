@@ -103,6 +103,21 @@ def test_bench_packed_file_and_checkpoint_directory(tiny_checkpoint, tmp_path, c
     assert "-> OK" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(sparsebert.engine.bf16_attention_unavailable() is not None,
+                    reason=f"bf16 attention: {sparsebert.engine.bf16_attention_unavailable()}")
+@pytest.mark.parametrize("mode", ["interleaved", "isolated"])
+def test_bench_with_bf16_attention_says_so(tiny_checkpoint, tmp_path, mode, monkeypatch):
+    monkeypatch.delenv("SPARSEBERT_ATTENTION", raising=False)
+    _, packed = tiny_checkpoint
+    out = tmp_path / "r.json"
+    argv = ["bench", str(packed), "--seq", "12", *FAST, "--peers", "sparsebert", "--mode", mode, "--attention", "bf16",
+            "--json", str(out)]
+    assert cli.main(argv) == 0
+    engine = _strict_json(out)["engines"]["sparsebert"]
+    assert engine["info"]["attention"] == "bf16" and "bf16 attention" in engine["label"], engine
+    assert "SPARSEBERT_ATTENTION" not in os.environ  # set for the run only
+
+
 def test_bench_sweep_writes_table_plot_and_json(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out_json, out_png, out_md = tmp_path / "s.json", tmp_path / "s.png", tmp_path / "s.md"
@@ -149,6 +164,7 @@ def test_bench_kernels_json_and_table(tmp_path, capsys):
     (["bench", "--random", "tiny", "--batch", "1,2"], "--batch takes one value"),
     (["bench", "--random", "tiny", "--json", "/no/such/dir/r.json"], "directory does not exist"),
     (["bench", "--render", __file__], "is not a sparsebert bench result"),
+    (["bench", "--random", "tiny", "--isa", "scalar", "--attention", "bf16"], "bf16 attention is not available"),
 ])
 def test_bench_errors_are_one_line(argv, fragment, capsys):
     assert cli.main(argv) == 2
@@ -165,6 +181,7 @@ def test_bench_errors_are_one_line(argv, fragment, capsys):
     ["bench", "--sweep", "--sparsities", "0,100"],
     ["bench", "--random", "tiny", "--sparsity", "-0.1"],
     ["bench", "--kernels", "--shapes", "768by768"],
+    ["bench", "--random", "tiny", "--attention", "fp16"],
 ])
 def test_bench_bad_options_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:

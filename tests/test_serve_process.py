@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 import sparsebert
@@ -88,3 +89,30 @@ def test_a_busy_port_is_one_line(model):
         _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "in use" in lines[0].lower(), err
+
+
+def test_attention_that_cannot_run_is_one_line(model):
+    # On the avx2 path bf16 attention is refused (and on a CPU without AMX, everywhere): before the server starts.
+    proc = serve(model, "--attention", "bf16", "--port", 0, env={"SPARSEBERT_ISA": "avx2"})
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("sparsebert serve: error: ") and "bf16 attention" in lines[0], lines[0]
+
+
+@pytest.mark.skipif(sparsebert.engine.bf16_attention_unavailable() is not None,
+                    reason=f"bf16 attention: {sparsebert.engine.bf16_attention_unavailable()}")
+def test_served_with_bf16_attention(model):
+    proc = serve(model, "--attention", "bf16", "--port", 0)
+    try:
+        url = listening_url(proc)
+        info = httpx.get(url + "/info", timeout=60).json()
+        assert info["attention"] == "bf16"
+        vectors = httpx.post(url + "/v1/embeddings", json={"input": ["a test", "another"], "model": info["model_id"]},
+                             timeout=60).json()["data"]
+        hidden = sparsebert.SparseEngine.load(model, num_threads=1).config["hidden_size"]
+        assert len(vectors) == 2 and all(len(v["embedding"]) == hidden for v in vectors)
+        assert all(np.isfinite(v["embedding"]).all() for v in vectors)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

@@ -10,6 +10,7 @@
 #include "bindings/bindings.h"
 #include "bindings/numpy_args.h"
 #include "kernels/bf16.h"
+#include "kernels/dispatch.h"
 
 namespace sparsebert {
 namespace {
@@ -23,9 +24,9 @@ const Bf16Kernels& bf16_table(const std::string& name) {
   return *fast;
 }
 
-py::object bf16_unavailable() {
-  const char* why_not = nullptr;
-  if (bf16_fast_kernels(&why_not)) return py::none();
+py::object bf16_unavailable(const py::object& isa) {
+  std::string why_not;
+  if (bf16_kernels_for_isa(isa.is_none() ? default_isa() : isa.cast<std::string>(), &why_not)) return py::none();
   return py::str(why_not);
 }
 
@@ -94,8 +95,8 @@ py::array bf16_softmax_pairs(const py::handle& s_a, float scale, const py::handl
 }  // namespace
 
 void register_bf16(py::module_& m) {
-  m.def("bf16_attention_unavailable", &bf16_unavailable,
-        "None when bf16 attention can run here (AMX-BF16, AVX512-BF16, tile state granted), else why not.");
+  m.def("bf16_attention_unavailable", &bf16_unavailable, py::arg("isa") = py::none(),
+        "None when bf16 attention can run here on ISA path `isa` (None: the default), else why not.");
   m.def("bf16_pack", &bf16_pack, py::arg("kind"), py::arg("src"), py::arg("dst_rows"), py::arg("ldd"),
         py::arg("fill") = 0xFFFF, py::arg("table") = "fast");
   m.def("bf16_gemm", &bf16_gemm, py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"), py::arg("k"),

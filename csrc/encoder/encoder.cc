@@ -17,13 +17,11 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }
 
-// bf16 attention's kernels. Their packing uses AVX-512, so a caller who chose a lesser ISA path is refused too.
 const Bf16Kernels* bf16_attention_kernels(const std::string& isa) {
-  const char* why_not = nullptr;
-  const Bf16Kernels* fast = bf16_fast_kernels(&why_not);
-  require(fast != nullptr, std::string("bf16 attention is not available here: ") + (why_not ? why_not : "unknown"));
-  require(isa == "avx512", "bf16 attention runs on the avx512 ISA path, not on " + isa);
-  return fast;
+  std::string why_not;
+  const Bf16Kernels* kernels = bf16_kernels_for_isa(isa, &why_not);
+  require(kernels != nullptr, why_not);
+  return kernels;
 }
 
 // Token-major copy [tokens][features] of a tile matrix.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace sparsebert {
 
@@ -40,6 +41,10 @@ const Bf16Kernels& bf16_reference_kernels();
 // The AMX table, or null with `why_not` saying what is missing: AMX-BF16 and AVX512-BF16 in the CPU, tile state
 // enabled by the OS and granted to this process (Linux asks once per process).
 const Bf16Kernels* bf16_fast_kernels(const char** why_not = nullptr);
+
+// What an engine on ISA path `isa` may use: the fast table, on the avx512 path only (its packing is AVX-512 code,
+// which a lesser path chosen by the caller promises not to run); else null, with `why_not` saying why.
+const Bf16Kernels* bf16_kernels_for_isa(const std::string& isa, std::string* why_not);
 
 namespace amx {
 void pack_rows(int32_t rows, int32_t cols, const float* src, int64_t lds, uint16_t* dst, int64_t ldd);

@@ -47,4 +47,14 @@ const Bf16Kernels* bf16_fast_kernels(const char** why_not) {
   return nullptr;
 }
 
+const Bf16Kernels* bf16_kernels_for_isa(const std::string& isa, std::string* why_not) {
+  const char* missing = nullptr;
+  const Bf16Kernels* fast = bf16_fast_kernels(&missing);
+  std::string reason = fast ? std::string() : std::string(missing);
+  if (fast && isa != "avx512") reason = "it runs on the avx512 ISA path, not on " + isa;
+  if (reason.empty()) return fast;
+  if (why_not) *why_not = "bf16 attention is not available here: " + reason;
+  return nullptr;
+}
+
 }  // namespace sparsebert

@@ -70,10 +70,10 @@ def _check_attention(value: Any) -> str:
     return value
 
 
-def bf16_attention_unavailable() -> str | None:
-    """None when ``attention="bf16"`` can run on this machine, else why not (it needs AMX: Intel Xeon since
-    Sapphire Rapids, on Linux 5.16 or newer)."""
-    return _native.core().bf16_attention_unavailable()
+def bf16_attention_unavailable(isa: str | None = None) -> str | None:
+    """None when ``attention="bf16"`` can run on this machine on ISA path ``isa`` (default: ``default_isa()``),
+    else why not (it needs AMX, Intel Xeon since Sapphire Rapids, on Linux 5.16 or newer, and the avx512 path)."""
+    return _native.core().bf16_attention_unavailable(isa)
 
 
 def _check_isa(isa: Any) -> str:

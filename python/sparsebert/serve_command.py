@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     why_not = bf16_attention_unavailable() if args.attention == "bf16" else None
     if why_not:
-        raise ValueError(f"--attention bf16 cannot run here: {why_not}")
+        raise ValueError(f"--attention bf16: {why_not}")
     settings = ServeSettings(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                              batching=args.batching, max_queue=args.max_queue,
                              max_request_bytes=args.max_request_bytes,

@@ -252,6 +252,24 @@ def _render(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark ``args`` asks for; print the report; return the exit code (``args.argv``: the command
     line as given to the CLI's main, recorded in the report; None: sys.argv's)."""
+    if not getattr(args, "attention", None):
+        return _run(args)
+    why_not = bf16_attention_unavailable(args.isa) if args.attention == "bf16" else None
+    if why_not:
+        raise ValueError(f"--attention bf16: {why_not}")
+    # Through the environment, so that the engines of isolated worker processes load with it too; for this run only.
+    previous = os.environ.get(ATTENTION_VARIABLE)
+    os.environ[ATTENTION_VARIABLE] = args.attention
+    try:
+        return _run(args)
+    finally:
+        if previous is None:
+            del os.environ[ATTENTION_VARIABLE]
+        else:
+            os.environ[ATTENTION_VARIABLE] = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     argv = getattr(args, "argv", None)
     command = "sparsebert " + shlex.join(list(argv)) if argv is not None else None
     log = None if args.quiet else (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
@@ -260,12 +278,6 @@ def run(args: argparse.Namespace) -> int:
         return _render(args)
     if args.sweep and args.kernels:
         raise ValueError("--sweep and --kernels are separate benchmarks; run one at a time")
-    if args.attention:
-        why_not = bf16_attention_unavailable() if args.attention == "bf16" else None
-        if why_not:
-            raise ValueError(f"--attention bf16 cannot run here: {why_not}")
-        # Through the environment, so that the engines of isolated worker processes load with it too.
-        os.environ[ATTENTION_VARIABLE] = args.attention
 
     if args.kernels:
         threads = args.threads or list(defaults.KERNEL_THREADS)

@@ -25,7 +25,7 @@ def model_info(model: Any, settings: Any) -> dict[str, Any]:
             "max_input_length": model.max_input_length, "max_batch_tokens": settings.max_batch_tokens,
             "max_batch_requests": None, "max_client_batch_size": settings.max_inputs_per_request,
             "auto_truncate": False, "tokenization_workers": 1, "version": __version__, "sha": None,
-            "docker_label": None}
+            "docker_label": None, "attention": model.pipeline.engine.attention}
 
 
 async def info(request: Any, state: Any) -> dict[str, Any]:
