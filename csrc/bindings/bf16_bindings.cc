@@ -35,6 +35,7 @@ py::object bf16_unavailable(const py::object& isa) {
 py::array bf16_pack(const std::string& kind, const py::handle& src_a, int64_t dst_rows, int64_t ldd, int fill,
                     const std::string& table) {
   const Bf16Kernels& t = bf16_table(table);
+  if (fill < 0 || fill > 0xFFFF) throw py::value_error("fill must be in [0, 65535]");
   auto src = checked_array<float>(src_a, "src");
   check_shape(src, {-1, -1}, "src");
   const int64_t rows = src.shape(0), cols = src.shape(1);

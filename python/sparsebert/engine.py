@@ -133,7 +133,10 @@ class SparseEngine:
         """
         num_threads = _check_threads(num_threads)
         isa = _check_isa(isa)
+        from_environment = attention is None and bool(os.environ.get(ATTENTION_VARIABLE, "").strip())
         attention = _check_attention(attention)
+        if attention == "bf16" and (why_not := bf16_attention_unavailable(isa)):  # before reading the file
+            raise ValueError(why_not + (f" ({ATTENTION_VARIABLE}=bf16)" if from_environment else ""))
         max_batch_tokens = _check_max_batch_tokens(max_batch_tokens)
         if tuning is None:
             tuning = Tuning.from_environment()
