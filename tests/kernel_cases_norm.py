@@ -99,8 +99,9 @@ def softmax_bound(s, scale, keep):
     Softmax is shift-invariant, so the kernel's max only has to be some kept score: what matters is the error of
     each logit z~_i = fl(fl(s_i * scale) - M): the product's rounding (exact below) plus u |z~_i|, plus EXP_REL for
     exp. Perturbing logits by delta_i moves p_i by a factor within exp(+-(|delta_i| + max_j |delta_j|)); the sum
-    adds gamma_{kept} and the reciprocal and product one rounding each. Logits below -87 give an exp under
-    e^-87 ~ 1.7e-38 (vexp clamps there): such entries are bounded by FLOOR and left out of the max.
+    adds gamma_{kept} and the reciprocal and product one rounding each. Logits below -69 may be raised to -69 (the
+    SIMD kernels floor them there, so that no probability reaches the denormal range): such entries are bounded by
+    SOFTMAX_FLOOR = e^-69 ~ 1e-30 and left out of the max.
     """
     kept = keep.astype(bool)
     s32, sc = s.astype(F32), F32(scale)
@@ -113,12 +114,22 @@ def softmax_bound(s, scale, keep):
     want[kept] = e / e.sum(axis=0)
     with np.errstate(invalid="ignore"):
         z = prod32[kept] - prod32[kept].max(axis=0)
-    live = z >= -87
+    live = z >= -69
     delta = np.where(live, np.abs(prod32[kept] - p) + U * np.abs(z) + EXP_REL, 0.0)
     rel = np.expm1(delta + delta.max(axis=0)) * (1 + gamma(int(kept.sum()) + 2)) + gamma(int(kept.sum()) + 2)
     tol = np.zeros(s.shape)  # masked rows: exactly 0
-    tol[kept] = np.where(live, want[kept] * rel, 0.0) + FLOOR
+    tol[kept] = np.where(live, want[kept] * rel + FLOOR, SOFTMAX_FLOOR)
     return want, tol
+
+
+SOFTMAX_FLOOR = float(np.exp(F64(-69))) * 1.001  # the floor as float32 computes it, times 1 / sum <= 1
+
+
+def sharp_columns(rng, s, keep):
+    # One score per column far above the rest (a sharp attention head): the others' probabilities are e^-100 and
+    # less (the SIMD kernels give the floor, e^-69 / sum, rather than denormals: test_kernels checks that).
+    s[:] = rng.uniform(-400, -100, s.shape)
+    s[0] = 0
 
 
 def run_softmax(kt, *, m=20, n=33, scale=0.125, keep=None, fill=None, seed=0):
@@ -173,6 +184,7 @@ def softmax_cases():
         "very_negative_scores": partial(s, scale=1.0, n=17, fill=_very_negative_scores),
         "scale_zero_uniform": partial(s, scale=0.0),  # attention's all-keys-masked fallback: uniform weights
         "many_rows": partial(s, m=300, n=17),
+        "sharp_columns": partial(s, scale=1.0, keep=np.ones(20, np.uint8), fill=sharp_columns, seed=3),
     }
 
 

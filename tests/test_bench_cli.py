@@ -165,6 +165,8 @@ def test_bench_kernels_json_and_table(tmp_path, capsys):
     (["bench", "--random", "tiny", "--json", "/no/such/dir/r.json"], "directory does not exist"),
     (["bench", "--render", __file__], "is not a sparsebert bench result"),
     (["bench", "--random", "tiny", "--isa", "scalar", "--attention", "bf16"], "bf16 attention is not available"),
+    (["bench", "--random", "tiny", "--isa", "sse9", "--attention", "bf16"], "sse9"),
+    (["bench", "--kernels", "--attention", "bf16"], "not --kernels or --render"),
 ])
 def test_bench_errors_are_one_line(argv, fragment, capsys):
     assert cli.main(argv) == 2

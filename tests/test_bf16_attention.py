@@ -700,6 +700,20 @@ def test_bf16_refused_off_the_avx512_path(small_model, isa):
     assert SparseEngine.load(small_model.path, isa=isa, attention="fp32").attention == "fp32"
 
 
+def test_exporter_checks_ignore_the_variable(tmp_path, monkeypatch):
+    # The int8 export's calibration compares engines at fp32 attention whatever SPARSEBERT_ATTENTION says, so the
+    # variable neither changes what the file records nor makes an export fail where bf16 cannot run (the avx2 path).
+    model = make_model("base", seed=2, num_hidden_layers=2)
+    apply_plan_(model, "block4")
+    sparsebert.export(model, tmp_path / "plain.sbert", verbose=False, quantize="int8")
+    monkeypatch.setenv("SPARSEBERT_ATTENTION", "bf16")
+    monkeypatch.setenv("SPARSEBERT_ISA", "avx2" if "avx2" in _native.available_isas() else "scalar")
+    sparsebert.export(model, tmp_path / "env.sbert", verbose=False, quantize="int8")
+    calibration = [sparsebert.format.read_model(tmp_path / name, verify_crc=False).header.get("producer")
+                   for name in ("plain.sbert", "env.sbert")]
+    assert calibration[0] == calibration[1]
+
+
 def test_refusal_names_the_variable_it_came_from(tmp_path, monkeypatch):
     # Refused before the file is read (a path that does not exist proves it), naming the environment variable.
     monkeypatch.setenv("SPARSEBERT_ATTENTION", "bf16")

@@ -91,9 +91,11 @@ def test_a_busy_port_is_one_line(model):
     assert proc.returncode == 2 and len(lines) == 1 and "in use" in lines[0].lower(), err
 
 
-def test_attention_that_cannot_run_is_one_line(model):
-    # On the avx2 path bf16 attention is refused (and on a CPU without AMX, everywhere): before the server starts.
-    proc = serve(model, "--attention", "bf16", "--port", 0, env={"SPARSEBERT_ISA": "avx2"})
+@pytest.mark.parametrize("args, env", [(["--attention", "bf16"], {}), ([], {"SPARSEBERT_ATTENTION": "bf16"})])
+def test_attention_that_cannot_run_is_one_line(model, args, env):
+    # On the avx2 path bf16 attention is refused (and on a CPU without AMX, everywhere): before the server starts,
+    # whether the flag or the environment asked for it.
+    proc = serve(model, *args, "--port", 0, env={"SPARSEBERT_ISA": "avx2", **env})
     _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err

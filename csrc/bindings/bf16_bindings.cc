@@ -26,7 +26,9 @@ const Bf16Kernels& bf16_table(const std::string& name) {
 
 py::object bf16_unavailable(const py::object& isa) {
   std::string why_not;
-  if (bf16_kernels_for_isa(isa.is_none() ? default_isa() : isa.cast<std::string>(), &why_not)) return py::none();
+  const std::string name = isa.is_none() ? default_isa() : isa.cast<std::string>();
+  kernels_for(name);  // an unknown ISA, or one this CPU cannot run, is its own error
+  if (bf16_kernels_for_isa(name, &why_not)) return py::none();
   return py::str(why_not);
 }
 

@@ -3,6 +3,7 @@
 #include "kernels/cpu_features.h"
 
 #if defined(__linux__) && defined(__x86_64__)
+#include <errno.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -13,12 +14,18 @@ namespace {
 #if defined(__x86_64__)
 // Linux enables AMX tile data per process, on request (arch_prctl ARCH_REQ_XCOMP_PERM, since 5.16); a tile
 // instruction without the grant kills the process with SIGILL.
-bool process_may_use_tiles() {
+// Null when granted, else why not.
+const char* tile_grant_refused() {
 #if defined(__linux__)
   constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0) return nullptr;
+  // ENOSPC: some thread's alternate signal stack (sigaltstack) cannot hold the 8 KiB of tile state.
+  if (errno == ENOSPC)
+    return "the operating system refused this process AMX tile state: a thread's signal stack (sigaltstack) is "
+           "too small for it";
+  return "the operating system refused this process AMX tile state (Linux 5.16 or newer grants it)";
 #else
-  return false;
+  return "AMX tile state is requested on Linux only";
 #endif
 }
 
@@ -27,8 +34,7 @@ const char* amx_missing() {
   if (!f.can_run_avx512() || !f.avx512_bf16) return "the CPU lacks AVX512-BF16";
   if (!f.amx_tile || !f.amx_bf16) return "the CPU lacks AMX-BF16 (Intel Xeon since Sapphire Rapids has it)";
   if (!f.os_tiles) return "the operating system does not enable AMX tile state";
-  if (!process_may_use_tiles()) return "the operating system refused this process AMX tile state (Linux 5.16 or newer grants it)";
-  return nullptr;
+  return tile_grant_refused();
 }
 #else
 const char* amx_missing() { return "AMX exists on x86-64 only"; }

@@ -121,7 +121,7 @@ def run_demo(sparsity: float = 0.9, block: int = 1, runs: int = 20, threads: int
     with tempfile.TemporaryDirectory(prefix="sparsebert-demo-") as tmp:
         path = os.path.join(tmp, "all-MiniLM-L6-v2.sbert")
         report = export(model, path, verbose=False)
-        engine = SparseEngine.load(path, num_threads=threads, isa=isa)
+        engine = SparseEngine.load(path, num_threads=threads, isa=isa, attention="fp32")  # compared with PyTorch
         threads, isa_used = engine.num_threads, engine.isa
 
         print(f"all-MiniLM-L6-v2, magnitude-pruned to {sparsity:.0%} (block {block})", file=out)

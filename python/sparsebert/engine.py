@@ -59,6 +59,12 @@ ATTENTION_PRECISIONS = ("fp32", "bf16")
 ATTENTION_VARIABLE = "SPARSEBERT_ATTENTION"
 
 
+def attention_precision(value: Any = None) -> str:
+    """The attention precision ``load(attention=value)`` runs: value itself, or for None ``SPARSEBERT_ATTENTION``,
+    else "fp32" (ValueError for anything else)."""
+    return _check_attention(value)
+
+
 def _check_attention(value: Any) -> str:
     if value is None:
         text = os.environ.get(ATTENTION_VARIABLE, "").strip()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .cli_args import bounded, positive_int, thread_count
-from .engine import ATTENTION_PRECISIONS, bf16_attention_unavailable
+from .engine import ATTENTION_PRECISIONS, ATTENTION_VARIABLE, attention_precision, bf16_attention_unavailable
 from .serve import API_KEY_ENV, ServeSettings, run_server, served_task
 from .serve import ray as serve_ray
 
@@ -72,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
     for path in models.values():
         served_task(path)  # the file's own problems, as one line, before anything starts
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
-    why_not = bf16_attention_unavailable() if args.attention == "bf16" else None
+    # --attention, else SPARSEBERT_ATTENTION: refused here, in one line, rather than by the first model's load.
+    why_not = bf16_attention_unavailable() if attention_precision(args.attention) == "bf16" else None
     if why_not:
-        raise ValueError(f"--attention bf16: {why_not}")
+        raise ValueError(f"{'--attention bf16' if args.attention else ATTENTION_VARIABLE + '=bf16'}: {why_not}")
     settings = ServeSettings(max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
                              batching=args.batching, max_queue=args.max_queue,
                              max_request_bytes=args.max_request_bytes,

@@ -254,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     line as given to the CLI's main, recorded in the report; None: sys.argv's)."""
     if not getattr(args, "attention", None):
         return _run(args)
+    if args.kernels or args.render:
+        raise ValueError("--attention is for timing engines, not --kernels or --render")
     why_not = bf16_attention_unavailable(args.isa) if args.attention == "bf16" else None
     if why_not:
         raise ValueError(f"--attention bf16: {why_not}")

@@ -34,9 +34,10 @@ def calibrate(out_path: str | os.PathLike, config: dict[str, Any], int8: tuple[d
     try:
         for kind, (meta, tensors) in (("int8", int8), ("fp32", fp32)):
             write_model(paths[kind], config, meta, tensors, producer, tokenizer=tokenizer_text)
-        engines = {"int8": SparseEngine.load(paths["int8"])}
+        # fp32 attention whatever SPARSEBERT_ATTENTION says: the figures describe the int8 weights alone.
+        engines = {"int8": SparseEngine.load(paths["int8"], attention="fp32")}
         if calibration is None:
-            engines["fp32"] = SparseEngine.load(paths["fp32"])
+            engines["fp32"] = SparseEngine.load(paths["fp32"], attention="fp32")
             batches, described = _random_batches(config)
         else:
             texts = _texts(calibration, tokenizer_text)
