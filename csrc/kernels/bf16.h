@@ -1,6 +1,7 @@
 // bf16 kernels for attention (an opt-in trade of precision for speed: EncoderOptions::bf16_attention). Inputs are
 // rounded from fp32 to bf16 (nearest even, denormals to zero, as the CPU's conversion does); products and sums are
 // fp32. The fast table runs on AMX (Intel Xeon since Sapphire Rapids); the reference table is plain C++ for tests.
+// (Without AMX, a vdpbf16ps product measured as fast as fp32 FMAs on Sapphire Rapids, so there is no such table.)
 #pragma once
 
 #include <cstdint>
@@ -46,14 +47,17 @@ const Bf16Kernels* bf16_fast_kernels(const char** why_not = nullptr);
 // which a lesser path chosen by the caller promises not to run); else null, with `why_not` saying why.
 const Bf16Kernels* bf16_kernels_for_isa(const std::string& isa, std::string* why_not);
 
-namespace amx {
+// AVX512-BF16 code (the packers and the softmax), and AMX's tile product.
+namespace avx512_bf16 {
 void pack_rows(int32_t rows, int32_t cols, const float* src, int64_t lds, uint16_t* dst, int64_t ldd);
 void pack_transposed(int32_t rows, int32_t cols, const float* src, int64_t lds, uint16_t* dst, int64_t ldd);
 void pack_pairs(int32_t rows, int32_t cols, const float* src, int64_t lds, uint16_t* dst, int64_t ldd);
-void gemm(int32_t m, int32_t n, int32_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c,
-          int64_t ldc);
 void softmax_pairs(int32_t m, int32_t n, float* s, int64_t lds, float scale, const uint8_t* keep, uint16_t* dst,
                    int64_t ldd);
+}  // namespace avx512_bf16
+namespace amx {
+void gemm(int32_t m, int32_t n, int32_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float* c,
+          int64_t ldc);
 }  // namespace amx
 
 }  // namespace sparsebert

@@ -45,8 +45,8 @@ const char* amx_missing() { return "AMX exists on x86-64 only"; }
 const Bf16Kernels* bf16_fast_kernels(const char** why_not) {
   static const char* const missing = amx_missing();  // asked once: the grant holds for the whole process
 #if defined(__x86_64__)
-  static const Bf16Kernels table{"amx_bf16", amx::pack_rows, amx::pack_transposed, amx::pack_pairs, amx::gemm,
-                                        amx::softmax_pairs};
+  static const Bf16Kernels table{"amx_bf16", avx512_bf16::pack_rows, avx512_bf16::pack_transposed,
+                                 avx512_bf16::pack_pairs, amx::gemm, avx512_bf16::softmax_pairs};
   if (!missing) return &table;
 #endif
   if (why_not) *why_not = missing;

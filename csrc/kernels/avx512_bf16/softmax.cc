@@ -3,13 +3,13 @@
 // normalisation, stores pairs of rows as bf16 instead of fp32 rows. The values are those of softmax_cols on the
 // avx512 path, rounded to bf16.
 #include "kernels/avx512/simd.h"
-#include "kernels/amx_bf16/bf16_words.h"
+#include "kernels/avx512_bf16/bf16_words.h"
 #include "kernels/bf16.h"
 #include "kernels/compile_time_count.h"
 #include "kernels/kernels.h"
 
 namespace sparsebert {
-namespace amx {
+namespace avx512_bf16 {
 namespace {
 
 using Simd = avx512::Simd;
@@ -47,5 +47,5 @@ void softmax_pairs(int32_t m, int32_t n, float* s, int64_t lds, float scale, con
   }
 }
 
-}  // namespace amx
+}  // namespace avx512_bf16
 }  // namespace sparsebert

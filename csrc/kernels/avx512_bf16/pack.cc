@@ -1,14 +1,14 @@
-// fp32 -> bf16 packing for the AMX attention (kernels/bf16.h), with AVX512-BF16's conversion (nearest even). Rows
+// fp32 -> bf16 packing for bf16 attention (kernels/bf16.h), with AVX512-BF16's conversion (nearest even). Rows
 // past the block are never read: partial vectors use masked loads and stores.
 #include <immintrin.h>
 
 #include <algorithm>
 
-#include "kernels/amx_bf16/bf16_words.h"
+#include "kernels/avx512_bf16/bf16_words.h"
 #include "kernels/bf16.h"
 
 namespace sparsebert {
-namespace amx {
+namespace avx512_bf16 {
 namespace {
 
 __mmask16 first16(int32_t count) { return count >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << std::max(count, 0)) - 1); }
@@ -82,5 +82,5 @@ void pack_transposed(int32_t rows, int32_t cols, const float* src, int64_t lds, 
     }
 }
 
-}  // namespace amx
+}  // namespace avx512_bf16
 }  // namespace sparsebert

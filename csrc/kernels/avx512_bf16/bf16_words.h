@@ -5,7 +5,7 @@
 #include <immintrin.h>
 
 namespace sparsebert {
-namespace amx {
+namespace avx512_bf16 {
 
 // 16 columns of two rows as 16 32-bit words: word c holds lo[c] in its low half and hi[c] in its high half, each
 // rounded to bf16 (nearest even).
@@ -17,5 +17,5 @@ inline __m512i bf16_pair_words(__m512 lo, __m512 hi) {
   return _mm512_permutexvar_epi16(order, both);
 }
 
-}  // namespace amx
+}  // namespace avx512_bf16
 }  // namespace sparsebert
