@@ -17,8 +17,9 @@ void AttentionScratch::resize(int32_t seq, int32_t head_dim, bool bf16) {
   q.ensure(head_dim * seq16);
   k.ensure(head_dim * seq16);
   v.ensure(head_dim * seq16);
-  p.ensure(seq16 * seq16);  // the bf16 product writes whole 16-row tiles
-  ctx.ensure(dim16 * seq16);
+  // The bf16 product writes whole 16-row tiles of scores and context.
+  p.ensure((bf16 ? seq16 : seq) * seq16);
+  ctx.ensure((bf16 ? dim16 : head_dim) * seq16);
   if (!bf16) return;
   k_rows.ensure(seq16 * dim32);
   q_pairs.ensure(dim32 * seq16);
@@ -34,26 +35,20 @@ void AttentionScratch::resize(int32_t seq, int32_t head_dim, bool bf16) {
 
 void gather_rows(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0, int32_t seq, float* dst,
                  int64_t ld) {
-  for (int32_t i = 0; i < seq;) {
-    const int32_t t = t0 + i, lane = t % kTileTokens;
-    const int32_t run = std::min(kTileTokens - lane, seq - i);
-    const float* tile = src.tile(t / kTileTokens);
+  for_each_tile_piece(t0, seq, [&](int32_t tile, int32_t lane, int32_t i, int32_t run) {
+    const float* from = src.tile(tile) + lane;
     for (int32_t d = 0; d < count; ++d)
-      std::memcpy(dst + d * ld + i, tile + static_cast<int64_t>(row0 + d) * kTileTokens + lane, run * sizeof(float));
-    i += run;
-  }
+      std::memcpy(dst + d * ld + i, from + static_cast<int64_t>(row0 + d) * kTileTokens, run * sizeof(float));
+  });
 }
 
 void scatter_rows(const float* src, int64_t ld, int32_t row0, int32_t count, int32_t t0, int32_t seq,
                   TileMatrix& dst) {
-  for (int32_t i = 0; i < seq;) {
-    const int32_t t = t0 + i, lane = t % kTileTokens;
-    const int32_t run = std::min(kTileTokens - lane, seq - i);
-    float* tile = dst.tile(t / kTileTokens);
+  for_each_tile_piece(t0, seq, [&](int32_t tile, int32_t lane, int32_t i, int32_t run) {
+    float* to = dst.tile(tile) + lane;
     for (int32_t d = 0; d < count; ++d)
-      std::memcpy(tile + static_cast<int64_t>(row0 + d) * kTileTokens + lane, src + d * ld + i, run * sizeof(float));
-    i += run;
-  }
+      std::memcpy(to + static_cast<int64_t>(row0 + d) * kTileTokens, src + d * ld + i, run * sizeof(float));
+  });
 }
 
 void multi_head_attention(const KernelTable& kernels, const Bf16Kernels* bf16, ThreadPool& pool,

@@ -1,6 +1,7 @@
 // Multi-head self-attention over the fused QKV activations, one (sequence, head) pair per task.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -42,6 +43,17 @@ void multi_head_attention(const KernelTable& kernels, const Bf16Kernels* bf16, T
 void attend_bf16(const Bf16Kernels& bf16, const AttentionShape& shape,
                  const TileMatrix& qkv, int32_t b, int32_t h, const uint8_t* keys, float scale, AttentionScratch& sc,
                  TileMatrix& ctx);
+
+// Calls f(tile, lane, i, run) for each piece of tokens [t0, t0 + seq) that lies in one token tile: tokens
+// t0 + i .. t0 + i + run - 1 are lanes lane .. lane + run - 1 of tile `tile`.
+template <class F>
+void for_each_tile_piece(int32_t t0, int32_t seq, F&& f) {
+  for (int32_t i = 0; i < seq;) {
+    const int32_t t = t0 + i, lane = t % kTileTokens, run = std::min(kTileTokens - lane, seq - i);
+    f(t / kTileTokens, lane, i, run);
+    i += run;
+  }
+}
 
 // Copies rows [row0, row0 + count) of tokens [t0, t0 + seq) of the tiles into dst[count][ld], and back.
 void gather_rows(const TileMatrix& src, int32_t row0, int32_t count, int32_t t0, int32_t seq, float* dst,

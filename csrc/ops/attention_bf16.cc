@@ -4,8 +4,6 @@
 //   scores^T[j][i] = sum_d K^T[j][d] Q[d][i]   K^T in rows [seq16][dim32], Q in pairs [dim32 / 2][seq16]
 //   ctx[d][i]      = sum_j V[d][j] P[j][i]     V in rows [dim16][seq32],   P in pairs [seq32 / 2][seq16]
 // The softmax between them is fp32 attention's, its probabilities rounded to bf16 pairs as it stores them.
-#include <algorithm>
-
 #include "ops/attention.h"
 
 namespace sparsebert {
@@ -18,15 +16,13 @@ void attend_bf16(const Bf16Kernels& bf16, const AttentionShape& s,
   const int32_t seq16 = sc.ld, seq32 = (s.seq + 31) / 32 * 32;
   const int32_t dim16 = (s.head_dim + 15) / 16 * 16, dim32 = (s.head_dim + 31) / 32 * 32;
   // The sequence's tokens lie in one or more token tiles: pack each piece from its tile.
-  for (int32_t i = 0; i < s.seq;) {
-    const int32_t t = t0 + i, lane = t % kTileTokens, run = std::min(kTileTokens - lane, s.seq - i);
-    const float* tile = qkv.tile(t / kTileTokens) + lane;
+  for_each_tile_piece(t0, s.seq, [&](int32_t tile_index, int32_t lane, int32_t i, int32_t run) {
+    const float* tile = qkv.tile(tile_index) + lane;
     bf16.pack_pairs(s.head_dim, run, tile + q_row * kTileTokens, kTileTokens, sc.q_pairs.data() + 2 * i, 2 * seq16);
     bf16.pack_transposed(s.head_dim, run, tile + k_row * kTileTokens, kTileTokens, sc.k_rows.data() + i * dim32,
                          dim32);
     bf16.pack_rows(s.head_dim, run, tile + v_row * kTileTokens, kTileTokens, sc.v_rows.data() + i, seq32);
-    i += run;
-  }
+  });
   bf16.gemm(seq16, seq16, dim32, sc.k_rows.data(), dim32, sc.q_pairs.data(), 2 * seq16, sc.p.data(), seq16);
   bf16.softmax_pairs(s.seq, s.seq, sc.p.data(), seq16, scale, keys, sc.p_pairs.data(), 2 * seq16);
   if (s.seq % kTileTokens == 0 && s.head_dim % 16 == 0) {

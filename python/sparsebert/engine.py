@@ -62,10 +62,6 @@ ATTENTION_VARIABLE = "SPARSEBERT_ATTENTION"
 def attention_precision(value: Any = None) -> str:
     """The attention precision ``load(attention=value)`` runs: value itself, or for None ``SPARSEBERT_ATTENTION``,
     else "fp32" (ValueError for anything else)."""
-    return _check_attention(value)
-
-
-def _check_attention(value: Any) -> str:
     if value is None:
         text = os.environ.get(ATTENTION_VARIABLE, "").strip()
         if text and text not in ATTENTION_PRECISIONS:
@@ -140,7 +136,7 @@ class SparseEngine:
         num_threads = _check_threads(num_threads)
         isa = _check_isa(isa)
         from_environment = attention is None and bool(os.environ.get(ATTENTION_VARIABLE, "").strip())
-        attention = _check_attention(attention)
+        attention = attention_precision(attention)
         if attention == "bf16" and (why_not := bf16_attention_unavailable(isa)):  # before reading the file
             raise ValueError(why_not + (f" ({ATTENTION_VARIABLE}=bf16)" if from_environment else ""))
         max_batch_tokens = _check_max_batch_tokens(max_batch_tokens)
